@@ -1,0 +1,126 @@
+"""Our own error tree: every failure a tool can report, in words a host's model can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["FailureKind", "ProviderNotConfigured", "UpstreamFailure"]
+
+FailureKind = Literal[
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "authentication",
+    "permission",
+    "bad_request",
+    "not_found",
+    "conflict",
+    "timeout",
+    "stalled",
+    "connection",
+    "stream_error",
+    "deadline",
+    "refused",
+]
+
+_WHAT: dict[FailureKind, str] = {
+    "rate_limited": "rate limited",
+    "overloaded": "overloaded",
+    "server_error": "server error",
+    "authentication": "authentication failed (bad or revoked API key)",
+    "permission": "permission denied",
+    "bad_request": "request rejected as invalid",
+    "not_found": "not found (unknown model or endpoint)",
+    "conflict": "conflict",
+    "timeout": "timed out",
+    "stalled": "stream stalled",
+    "connection": "connection failed",
+    "stream_error": "stream failed",
+    "deadline": "call deadline exceeded",
+    "refused": "refused",
+}
+
+_HINT: dict[FailureKind, str] = {
+    "rate_limited": "Wait a minute and call again, or lower the request rate.",
+    "overloaded": "The provider is overloaded; call again in a little while.",
+    "server_error": "The provider failed; call again in a little while.",
+    "authentication": "Check the API key configured for the server.",
+    "permission": "The API key lacks access to this model or feature; use another model or key.",
+    "bad_request": "Fix the arguments (model name, max_tokens, parameters) and call again.",
+    "not_found": "Check the model name.",
+    "conflict": "Call again.",
+    "timeout": "Call again, perhaps with a larger timeout_s or a smaller max_tokens.",
+    "stalled": "The provider stopped sending; call again.",
+    "connection": "Check the base URL and the network, then call again.",
+    "stream_error": "Call again; the partial answer is included.",
+    "deadline": "Call again with a larger timeout_s or a smaller max_tokens.",
+    "refused": "",
+}
+
+
+@dataclass(eq=False)
+class UpstreamFailure(Exception):
+    """A provider call failed; `retryable` says whether another attempt may succeed."""
+
+    provider: str
+    kind: FailureKind
+    detail: str = ""
+    status: int | None = None
+    request_id: str | None = None
+    retryable: bool = False
+    retry_after_s: float | None = None
+    attempts: int = 1
+    partial_text: str = ""
+    gave_up: str = ""
+    hint: str = field(default="")
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe_briefly(self) -> str:
+        status = f" (HTTP {self.status})" if self.status is not None and self.status != 200 else ""
+        return f"{self.provider}: {_WHAT[self.kind]}{status}"
+
+    def describe(self) -> str:
+        parts = [f"{self.describe_briefly()}."]
+        if self.detail:
+            parts.append(f"Upstream said: {self.detail}")
+        if self.partial_text:
+            parts.append(f"The stream broke after {len(self.partial_text)} characters of the answer.")
+        if self.attempts > 1:
+            parts.append(f"Gave up after {self.attempts} attempts{self.gave_up}.")
+        elif self.gave_up:
+            parts.append(f"Not retried{self.gave_up}.")
+        if self.request_id:
+            parts.append(f"Request id: {self.request_id}.")
+        hint = self.hint or _HINT[self.kind]
+        if hint:
+            parts.append(hint)
+        return " ".join(parts)
+
+    def as_structured(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "provider": self.provider,
+                "kind": self.kind,
+                "status": self.status,
+                "request_id": self.request_id,
+                "retryable": self.retryable,
+                "attempts": self.attempts,
+                "message": self.describe(),
+            },
+            "partial_text": self.partial_text,
+        }
+
+
+class ProviderNotConfigured(Exception):
+    """The provider has no API key; the message names the variable to set."""
+
+    def __init__(self, provider: str, variable: str) -> None:
+        self.provider = provider
+        self.variable = variable
+        super().__init__(
+            f"{provider} is not configured: set {variable} in the server's environment "
+            "(for Claude Desktop, in the `env` block of its config) and restart the server."
+        )

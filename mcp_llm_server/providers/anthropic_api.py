@@ -1,0 +1,126 @@
+"""Anthropic: the Messages API, always streamed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..clients import LazyClient
+from ..errors import FailureKind, UpstreamFailure
+from .base import (
+    Completion,
+    LLMRequest,
+    ProviderId,
+    StreamSink,
+    Usage,
+    failure_from_status,
+    next_event,
+    normalise_stop_reason,
+    with_stall_limit,
+)
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+__all__ = ["AnthropicMessages", "classify_anthropic_error"]
+
+LABEL = "Anthropic"
+
+# The `error.type` of an `event: error` inside a stream (the SDK raises it as a status-200 APIStatusError).
+_STREAM_ERROR_KINDS: dict[str, tuple[FailureKind, bool]] = {
+    "overloaded_error": ("overloaded", True),
+    "rate_limit_error": ("rate_limited", True),
+    "api_error": ("server_error", True),
+    "timeout_error": ("timeout", True),
+    "invalid_request_error": ("bad_request", False),
+    "authentication_error": ("authentication", False),
+    "permission_error": ("permission", False),
+    "not_found_error": ("not_found", False),
+}
+
+
+def classify_anthropic_error(exc: BaseException, label: str = LABEL) -> UpstreamFailure | None:
+    """Map an `anthropic` (or raw `httpx2` transport) exception to an `UpstreamFailure`."""
+    import anthropic
+    import httpx2
+
+    if isinstance(exc, anthropic.APIStatusError):
+        detail = exc.api_message or exc.message
+        if exc.status_code == 200:
+            kind, retryable = _STREAM_ERROR_KINDS.get(exc.type or "", ("stream_error", True))
+            return UpstreamFailure(label, kind, detail=detail, request_id=exc.request_id, retryable=retryable)
+        return failure_from_status(
+            label, exc.status_code, detail=detail, headers=exc.response.headers, request_id=exc.request_id
+        )
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return UpstreamFailure(label, "timeout", detail="the HTTP request timed out", retryable=True)
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        return UpstreamFailure(label, "connection", detail=detail, retryable=True)
+    if isinstance(exc, anthropic.APIError):
+        return UpstreamFailure(label, "stream_error", detail=exc.message, retryable=True)
+    return None
+
+
+class AnthropicMessages:
+    """`POST /v1/messages` with `stream: true`."""
+
+    id: ProviderId = "anthropic"
+
+    def __init__(self, client: LazyClient[AsyncAnthropic], label: str = LABEL) -> None:
+        self._client = client
+        self.label = label
+
+    async def stream(self, request: LLMRequest, sink: StreamSink, *, stall_s: float) -> Completion:
+        import anthropic
+        import httpx2
+
+        client = await self._client.get()
+        try:
+            return await self._stream(client, request, sink, stall_s)
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            failure = classify_anthropic_error(exc, self.label)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    async def _stream(
+        self, client: AsyncAnthropic, request: LLMRequest, sink: StreamSink, stall_s: float
+    ) -> Completion:
+        params: dict[str, Any] = {}
+        if request.system:
+            params["system"] = request.system
+        stream = await with_stall_limit(
+            client.messages.create(
+                model=request.model,
+                max_tokens=request.max_tokens,
+                messages=[{"role": "user", "content": request.prompt}],
+                stream=True,
+                **params,
+            ),
+            stall_s,
+            self.label,
+            "response",
+        )
+        request_id = stream.response.headers.get("request-id")
+        parts: list[str] = []
+        completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
+        usage = Usage()
+        async with stream:
+            while (event := await next_event(stream, stall_s, self.label)) is not None:
+                if event.type == "content_block_delta":
+                    if event.delta.type == "text_delta":
+                        parts.append(event.delta.text)
+                        await sink.text(event.delta.text)
+                elif event.type == "message_start":
+                    completion.model = event.message.model or request.model
+                    usage.input_tokens = event.message.usage.input_tokens
+                    usage.output_tokens = event.message.usage.output_tokens
+                elif event.type == "message_delta":
+                    completion.stop_reason = normalise_stop_reason(event.delta.stop_reason)
+                    usage.output_tokens = event.usage.output_tokens
+                    if event.usage.input_tokens is not None:
+                        usage.input_tokens = event.usage.input_tokens
+        completion.usage = usage
+        completion.text = "".join(parts)
+        return completion

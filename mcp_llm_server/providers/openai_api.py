@@ -1,0 +1,191 @@
+"""OpenAI: the Responses API (default) and Chat Completions (for OpenAI-compatible servers), always streamed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..clients import LazyClient
+from ..errors import UpstreamFailure
+from .base import (
+    Completion,
+    LLMRequest,
+    ProviderId,
+    StreamSink,
+    Usage,
+    failure_from_status,
+    next_event,
+    normalise_stop_reason,
+    with_stall_limit,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["OpenAIChat", "OpenAIResponses", "classify_openai_error"]
+
+LABEL = "OpenAI"
+
+
+def classify_openai_error(exc: BaseException, label: str = LABEL) -> UpstreamFailure | None:
+    """Map an `openai` exception to an `UpstreamFailure`; None for anything that is not the SDK's."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return failure_from_status(
+            label,
+            exc.status_code,
+            detail=_body_message(exc.body) or exc.message,
+            headers=exc.response.headers,
+            request_id=exc.request_id,
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamFailure(label, "timeout", detail="the HTTP request timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
+        return UpstreamFailure(label, "connection", detail=detail, retryable=True)
+    if isinstance(exc, openai.APIError):  # an error object inside a Chat Completions stream
+        return UpstreamFailure(
+            label, "stream_error", detail=_body_message(exc.body) or exc.message, retryable=True
+        )
+    return None
+
+
+def _body_message(body: object) -> str:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return ""
+
+
+class _OpenAIBase:
+    id: ProviderId = "openai"
+
+    def __init__(self, client: LazyClient[AsyncOpenAI], label: str = LABEL) -> None:
+        self._client = client
+        self.label = label
+
+    async def stream(self, request: LLMRequest, sink: StreamSink, *, stall_s: float) -> Completion:
+        import openai
+
+        client = await self._client.get()
+        try:
+            return await self._stream(client, request, sink, stall_s)
+        except openai.OpenAIError as exc:
+            failure = classify_openai_error(exc, self.label)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    async def _stream(
+        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
+    ) -> Completion:
+        raise NotImplementedError
+
+
+class OpenAIResponses(_OpenAIBase):
+    """`POST /v1/responses` with `stream: true`."""
+
+    async def _stream(
+        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
+    ) -> Completion:
+        params: dict[str, Any] = {"max_output_tokens": request.max_tokens}
+        if request.system:
+            params["instructions"] = request.system
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        stream = await with_stall_limit(
+            client.responses.create(model=request.model, input=request.prompt, stream=True, **params),
+            stall_s,
+            self.label,
+            "response",
+        )
+        request_id = stream.response.headers.get("x-request-id")
+        parts: list[str] = []
+        completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
+        async with stream:
+            while (event := await next_event(stream, stall_s, self.label)) is not None:
+                if event.type == "response.output_text.delta":
+                    parts.append(event.delta)
+                    await sink.text(event.delta)
+                elif event.type in ("response.completed", "response.incomplete"):
+                    response = event.response
+                    completion.model = response.model or request.model
+                    details = response.incomplete_details
+                    raw_reason = details.reason if details is not None and details.reason else response.status
+                    completion.stop_reason = normalise_stop_reason(raw_reason)
+                    if response.usage is not None:
+                        completion.usage = Usage(response.usage.input_tokens, response.usage.output_tokens)
+                elif event.type == "response.failed":
+                    error = event.response.error
+                    raise UpstreamFailure(
+                        self.label,
+                        "server_error",
+                        detail=error.message if error is not None else "the response failed",
+                        request_id=request_id,
+                        retryable=True,
+                    )
+                elif event.type == "error":
+                    raise UpstreamFailure(
+                        self.label,
+                        _kind_of_stream_error(event.code),
+                        detail=event.message,
+                        request_id=request_id,
+                        retryable=True,
+                    )
+        completion.text = "".join(parts)
+        return completion
+
+
+def _kind_of_stream_error(code: str | None) -> Any:
+    if code and "rate" in code:
+        return "rate_limited"
+    if code and "overload" in code:
+        return "overloaded"
+    return "stream_error"
+
+
+class OpenAIChat(_OpenAIBase):
+    """`POST /v1/chat/completions` with `stream: true`: the endpoint every OpenAI-compatible server speaks."""
+
+    async def _stream(
+        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
+    ) -> Completion:
+        messages: list[Any] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        params: dict[str, Any] = {"max_tokens": request.max_tokens}
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        stream = await with_stall_limit(
+            client.chat.completions.create(
+                model=request.model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                **params,
+            ),
+            stall_s,
+            self.label,
+            "response",
+        )
+        request_id = stream.response.headers.get("x-request-id")
+        parts: list[str] = []
+        completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
+        async with stream:
+            while (chunk := await next_event(stream, stall_s, self.label)) is not None:
+                if chunk.model:
+                    completion.model = chunk.model
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    if choice.delta is not None and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        await sink.text(choice.delta.content)
+                    if choice.finish_reason:
+                        completion.stop_reason = normalise_stop_reason(choice.finish_reason)
+                if chunk.usage is not None:
+                    completion.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        completion.text = "".join(parts)
+        return completion

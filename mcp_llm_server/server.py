@@ -1,0 +1,59 @@
+"""Builds the MCP server: its lifespan, its tools and the protocol handlers MCPServer lacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import mcp.types as types
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+
+from . import __version__
+from .logs import MCP_TO_PYTHON_LEVEL
+from .settings import Settings
+from .state import AppState, app_lifespan
+from .tools.ask import register_ask_tools
+
+__all__ = ["INSTRUCTIONS", "build_server"]
+
+INSTRUCTIONS = """\
+Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compatible server) and
+`ask_claude` (Anthropic). Each takes a self-contained `prompt` (the other model sees nothing of this
+conversation), optional `system`, `model`, `max_tokens` and `timeout_s`, and returns the answer with the
+model used, token usage, latency and the upstream request id. Answers stream as progress notifications.
+Transient upstream failures are retried; other failures come back as errors that say what to do."""
+
+
+def build_server(settings: Settings) -> MCPServer:
+    """The server with every tool registered; nothing is started and no SDK is imported yet."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
+        async with app_lifespan(settings) as state:
+            yield state
+
+    server = MCPServer(
+        "mcp-llm-server",
+        title="LLM bridge (OpenAI and Anthropic)",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    register_ask_tools(server)
+    _add_logging_handler(server)
+    return server
+
+
+def _add_logging_handler(server: MCPServer) -> None:
+    """Accept `logging/setLevel` (2025-era hosts send it): it sets how much this server logs to stderr."""
+
+    async def set_level(
+        ctx: ServerRequestContext[AppState], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        logging.getLogger("mcp_llm_server").setLevel(MCP_TO_PYTHON_LEVEL.get(params.level, logging.INFO))
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)

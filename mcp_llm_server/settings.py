@@ -1,0 +1,112 @@
+"""Configuration from the environment (and an optional `.env` file).
+
+The provider's own variable names are kept for keys and base URLs (`OPENAI_API_KEY`, `ANTHROPIC_BASE_URL`...)
+so an existing shell setup works unchanged; everything that belongs to this server is prefixed `MCP_LLM_`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+OpenAIApi = Literal["responses", "chat"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MCP_LLM_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "MCP_LLM_OPENAI_API_KEY")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MCP_LLM_ANTHROPIC_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "MCP_LLM_OPENAI_BASE_URL")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "MCP_LLM_ANTHROPIC_BASE_URL")
+    )
+
+    openai_api: OpenAIApi = "responses"
+    openai_model: str = Field(default="gpt-5.1", min_length=1)
+    anthropic_model: str = Field(default="claude-sonnet-4-5", min_length=1)
+    max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    call_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    stall_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    max_call_timeout_s: float = Field(default=3600.0, gt=0, le=86_400)
+
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.5, ge=0, le=60)
+    backoff_max_s: float = Field(default=8.0, ge=0, le=600)
+    retry_after_max_s: float = Field(default=60.0, ge=0, le=3600)
+
+    openai_concurrency: int = Field(default=8, ge=1, le=1024)
+    anthropic_concurrency: int = Field(default=8, ge=1, le=1024)
+
+    progress_interval_s: float = Field(default=0.25, ge=0, le=60)
+    progress_tail_chars: int = Field(default=600, ge=0, le=100_000)
+    max_prompt_chars: int = Field(default=400_000, ge=1, le=50_000_000)
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+    log_level: LogLevel = "WARNING"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("openai_base_url", "anthropic_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def secrets(self) -> list[str]:
+        """The configured secret values, for redaction."""
+        return [s.get_secret_value() for s in (self.openai_api_key, self.anthropic_api_key) if s is not None]
+
+
+class SettingsError(Exception):
+    """A setting is malformed; the message names the environment variable."""
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    info = Settings.model_fields.get(name)
+    if info is None:  # pydantic reports a field read through its alias by the alias itself
+        return name.upper()
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return f"MCP_LLM_{name.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; raise `SettingsError` with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            # Never echo the offending value: it may be a key pasted into the wrong variable.
+            problems.append(f"{_env_name(err['loc'])}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,175 @@
+"""What lives for the whole server: settings, one shared client per provider, their concurrency limits."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from .calls import CallLimits
+from .clients import LazyClient
+from .errors import ProviderNotConfigured
+from .providers.anthropic_api import AnthropicMessages
+from .providers.base import Provider, ProviderId
+from .providers.openai_api import OpenAIChat, OpenAIResponses
+from .redact import Redactor
+from .resilience import RetryPolicy
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from openai import AsyncOpenAI
+
+__all__ = ["AppState", "ProviderSlot", "app_lifespan", "build_state"]
+
+logger = logging.getLogger(__name__)
+
+# Local OpenAI-compatible servers (Ollama, vLLM...) ignore the key, but the SDK insists on a non-empty one.
+_PLACEHOLDER_KEY = "not-needed"
+_WARMUP_DELAY_S = 1.0
+
+
+@dataclass
+class ProviderSlot:
+    """One provider as the tools see it: its adapter (None when unconfigured), default model and limit."""
+
+    id: ProviderId
+    label: str
+    adapter: Provider | None
+    default_model: str
+    limiter: anyio.CapacityLimiter
+    missing_variable: str
+
+    def require(self) -> Provider:
+        if self.adapter is None:
+            raise ProviderNotConfigured(self.label, self.missing_variable)
+        return self.adapter
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    slots: dict[ProviderId, ProviderSlot]
+    clients: list[LazyClient[Any]]
+    redact: Redactor
+
+    def limits(self, timeout_s: float | None) -> CallLimits:
+        s = self.settings
+        return CallLimits(
+            timeout_s=min(timeout_s or s.call_timeout_s, s.max_call_timeout_s),
+            stall_s=s.stall_timeout_s,
+            policy=RetryPolicy(
+                max_attempts=s.max_attempts,
+                backoff_initial_s=s.backoff_initial_s,
+                backoff_max_s=s.backoff_max_s,
+                retry_after_max_s=s.retry_after_max_s,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+def _timeout(settings: Settings) -> Any:
+    import httpx2
+
+    # Our own stall limit and deadline cut calls short; the SDK's timeout is only a backstop.
+    return httpx2.Timeout(settings.max_call_timeout_s, connect=settings.connect_timeout_s)
+
+
+def _is_openai_host(base_url: str | None) -> bool:
+    return base_url is None or (urlsplit(base_url).hostname or "").endswith("openai.com")
+
+
+def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    limiter = anyio.CapacityLimiter(settings.openai_concurrency)
+    if key is None and _is_openai_host(settings.openai_base_url):
+        return ProviderSlot("openai", "OpenAI", None, settings.openai_model, limiter, "OPENAI_API_KEY"), None
+
+    def build() -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(
+            api_key=key or _PLACEHOLDER_KEY,
+            base_url=settings.openai_base_url,
+            max_retries=0,
+            timeout=_timeout(settings),
+        )
+
+    client: LazyClient[AsyncOpenAI] = LazyClient("openai", build)
+    adapter = OpenAIChat(client) if settings.openai_api == "chat" else OpenAIResponses(client)
+    return ProviderSlot("openai", "OpenAI", adapter, settings.openai_model, limiter, "OPENAI_API_KEY"), client
+
+
+def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    limiter = anyio.CapacityLimiter(settings.anthropic_concurrency)
+    if key is None:
+        slot = ProviderSlot(
+            "anthropic", "Anthropic", None, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY"
+        )
+        return slot, None
+
+    def build() -> AsyncAnthropic:
+        from anthropic import AsyncAnthropic
+
+        return AsyncAnthropic(
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+            max_retries=0,
+            timeout=_timeout(settings),
+        )
+
+    client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build)
+    adapter = AnthropicMessages(client)
+    slot = ProviderSlot(
+        "anthropic", "Anthropic", adapter, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY"
+    )
+    return slot, client
+
+
+def build_state(settings: Settings) -> AppState:
+    openai_slot, openai_client = _openai_slot(settings)
+    anthropic_slot, anthropic_client = _anthropic_slot(settings)
+    return AppState(
+        settings=settings,
+        slots={"openai": openai_slot, "anthropic": anthropic_slot},
+        clients=[c for c in (openai_client, anthropic_client) if c is not None],
+        redact=Redactor(settings.secrets()),
+    )
+
+
+def _warm_up(modules: list[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+@asynccontextmanager
+async def app_lifespan(settings: Settings) -> AsyncIterator[AppState]:
+    """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
+    state = build_state(settings)
+    modules = [
+        provider_id for provider_id, slot in state.slots.items() if slot.adapter is not None
+    ]  # = SDK names
+    if modules:
+        # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the
+        # host has had time to list the tools (start-up speed is measured to that answer).
+        timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(modules,))
+        timer.daemon = True
+        timer.start()
+    try:
+        yield state
+    finally:
+        if modules:
+            timer.cancel()
+        await state.aclose()
+        logger.debug("shared clients closed")

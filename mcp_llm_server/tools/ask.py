@@ -1,0 +1,148 @@
+"""`ask_openai` and `ask_claude`: one prompt to one model, streamed, with its answer and how it went."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, ToolAnnotations
+
+from ..calls import run_call
+from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..progress import progress_relay
+from ..providers.base import LLMRequest, ProviderId
+from ..results import AskResult, TokenUsage
+from ..state import AppState
+from .common import app_state, error_result, progress_sender, success_result
+from .params import MaxTokens, Model, Prompt, System, Temperature, TimeoutS
+
+__all__ = ["ask", "register_ask_tools"]
+
+logger = logging.getLogger(__name__)
+
+_ANNOTATIONS = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)
+
+_STREAMING_NOTE = (
+    " The answer streams to you as progress notifications while it is written; transient upstream "
+    "failures (rate limits, overload, 5xx, dropped connections) are retried within the time limit."
+)
+
+
+async def ask(
+    ctx: Context[AppState],
+    provider_id: ProviderId,
+    *,
+    prompt: str,
+    system: str | None,
+    model: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    timeout_s: float | None,
+) -> CallToolResult:
+    state = app_state(ctx)
+    slot = state.slots[provider_id]
+    try:
+        provider = slot.require()
+    except ProviderNotConfigured as exc:
+        return error_result(state, str(exc))
+    limit = state.settings.max_prompt_chars
+    if len(prompt) + len(system or "") > limit:
+        return error_result(
+            state,
+            f"The prompt is {len(prompt) + len(system or ''):,} characters; this server accepts at most "
+            f"{limit:,} (MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
+        )
+    request = LLMRequest(
+        prompt=prompt,
+        model=model or slot.default_model,
+        max_tokens=max_tokens or state.settings.max_tokens,
+        system=system,
+        temperature=temperature,
+    )
+    settings = state.settings
+    try:
+        async with progress_relay(
+            progress_sender(ctx),
+            interval_s=settings.progress_interval_s,
+            tail_chars=settings.progress_tail_chars,
+        ) as progress:
+            outcome = await run_call(
+                provider, request, limiter=slot.limiter, limits=state.limits(timeout_s), progress=progress
+            )
+    except UpstreamFailure as failure:
+        logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
+        return error_result(state, failure.describe(), failure.as_structured())
+    completion = outcome.completion
+    result = AskResult(
+        text=completion.text,
+        provider=provider_id,
+        model=completion.model,
+        stop_reason=completion.stop_reason,
+        usage=TokenUsage(
+            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens
+        ),
+        latency_ms=outcome.latency_ms,
+        attempts=outcome.attempts,
+        request_id=completion.request_id,
+    )
+    return success_result(completion.text, result.model_dump(mode="json"))
+
+
+def register_ask_tools(server: MCPServer) -> None:
+    @server.tool(
+        name="ask_openai",
+        title="Ask an OpenAI model",
+        annotations=_ANNOTATIONS,
+        description="Ask an OpenAI model (or the OpenAI-compatible server this MCP server is configured for) "
+        "and return its answer with the model used, token usage, latency and the upstream request id. "
+        "Use it for a second opinion, a review, or a task another model does better." + _STREAMING_NOTE,
+    )
+    async def ask_openai(
+        ctx: Context[AppState],
+        prompt: Prompt,
+        system: System = None,
+        model: Model = None,
+        max_tokens: MaxTokens = None,
+        temperature: Temperature = None,
+        timeout_s: TimeoutS = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        return await ask(
+            ctx,
+            "openai",
+            prompt=prompt,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout_s=timeout_s,
+        )
+
+    @server.tool(
+        name="ask_claude",
+        title="Ask a Claude model",
+        annotations=_ANNOTATIONS,
+        description="Ask an Anthropic Claude model and return its answer with the model used, token usage, "
+        "latency and the upstream request id. Use it for a second opinion, a review, or a task another "
+        "model does better." + _STREAMING_NOTE,
+    )
+    async def ask_claude(
+        ctx: Context[AppState],
+        prompt: Prompt,
+        system: System = None,
+        model: Model = None,
+        max_tokens: MaxTokens = None,
+        timeout_s: TimeoutS = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        # No temperature: the Anthropic SDK 2.x Messages API no longer takes one.
+        return await ask(
+            ctx,
+            "anthropic",
+            prompt=prompt,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=None,
+            timeout_s=timeout_s,
+        )

@@ -1,0 +1,57 @@
+"""Helpers every tool uses: reaching the shared state, results, errors and progress."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, TextContent
+
+from ..progress import SendProgress
+from ..state import AppState
+
+__all__ = ["app_state", "error_result", "progress_sender", "success_result"]
+
+logger = logging.getLogger(__name__)
+
+
+def app_state(ctx: Context[AppState]) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def success_result(text: str, structured: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+def error_result(state: AppState, message: str, structured: dict[str, Any] | None = None) -> CallToolResult:
+    """An `isError` result; its text is what the host's model reads, so it says what happened and what to do."""
+    message = state.redact(message)
+    return CallToolResult(
+        content=[TextContent(type="text", text=message)],
+        structured_content=structured,
+        is_error=True,
+    )
+
+
+def _caller_listens(ctx: Context[AppState]) -> bool:
+    request = ctx.request_context
+    if request.meta and request.meta.get("progress_token") is not None:
+        return True
+    # The in-process dispatcher hands the caller's callback over directly, with no token in `meta`.
+    outbound = getattr(request.session, "_request_outbound", None)
+    return getattr(outbound, "_on_progress", None) is not None
+
+
+def progress_sender(ctx: Context[AppState]) -> SendProgress | None:
+    """A function that sends one progress notification, or None when the caller asked for none."""
+    if not _caller_listens(ctx):
+        return None
+
+    async def send(progress: float, message: str) -> None:
+        try:
+            await ctx.report_progress(progress, None, message)
+        except Exception:  # a host that went away must not fail the call
+            logger.debug("could not send a progress notification", exc_info=True)
+
+    return send

@@ -1,0 +1,53 @@
+"""Tool arguments shared by several tools: their types, constraints and descriptions (the host's model reads them)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+__all__ = ["MaxTokens", "Model", "Prompt", "System", "Temperature", "TimeoutS"]
+
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="The question or task for the model. Include all the context it needs: "
+        "it sees nothing of this conversation.",
+    ),
+]
+System = Annotated[
+    str | None,
+    Field(description="Optional system instructions (role, tone, format) for the model."),
+]
+Model = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        description="Model name, as the provider spells it. Omit to use the server's default model.",
+    ),
+]
+MaxTokens = Annotated[
+    int | None,
+    Field(
+        ge=1, le=200_000, description="Upper bound on the answer's length in tokens. Omit for the default."
+    ),
+]
+Temperature = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=2,
+        description="Sampling temperature, 0 (focused) to 2 (varied). Omit for the model's default; "
+        "some reasoning models accept only their default.",
+    ),
+]
+TimeoutS = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=3600,
+        description="Give up after this many seconds for the whole call, retries included. "
+        "Omit for the server's default.",
+    ),
+]
