@@ -19,9 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve MCP over stdio (the default)")
-    commands.add_parser(
-        "demo", help="offline demo: a local stand-in provider, this server, and a real MCP client"
-    )
+    commands.add_parser("demo", help="offline demo: a local stand-in provider, this server, and a real MCP client")
     return parser
 
 

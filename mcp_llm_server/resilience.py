@@ -96,9 +96,7 @@ class _DeadlineBackoff:
         remaining = self._deadline - anyio.current_time()
         if delay >= remaining:
             if failure is not None:
-                failure.gave_up = (
-                    f"; the next attempt (in {delay:.1f} s) would not fit in the call's deadline"
-                )
+                failure.gave_up = f"; the next attempt (in {delay:.1f} s) would not fit in the call's deadline"
             return True
         self._next_delay = delay
         return False

@@ -50,9 +50,7 @@ def build_server(settings: Settings) -> MCPServer:
 def _add_logging_handler(server: MCPServer) -> None:
     """Accept `logging/setLevel` (2025-era hosts send it): it sets how much this server logs to stderr."""
 
-    async def set_level(
-        ctx: ServerRequestContext[AppState], params: types.SetLevelRequestParams
-    ) -> types.EmptyResult:
+    async def set_level(ctx: ServerRequestContext[AppState], params: types.SetLevelRequestParams) -> types.EmptyResult:
         logging.getLogger("mcp_llm_server").setLevel(MCP_TO_PYTHON_LEVEL.get(params.level, logging.INFO))
         return types.EmptyResult()
 

@@ -114,9 +114,7 @@ def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] |
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     limiter = anyio.CapacityLimiter(settings.anthropic_concurrency)
     if key is None:
-        slot = ProviderSlot(
-            "anthropic", "Anthropic", None, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY"
-        )
+        slot = ProviderSlot("anthropic", "Anthropic", None, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
         return slot, None
 
     def build() -> AsyncAnthropic:
@@ -131,9 +129,7 @@ def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] |
 
     client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build)
     adapter = AnthropicMessages(client)
-    slot = ProviderSlot(
-        "anthropic", "Anthropic", adapter, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY"
-    )
+    slot = ProviderSlot("anthropic", "Anthropic", adapter, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
     return slot, client
 
 
@@ -157,9 +153,7 @@ def _warm_up(modules: list[str]) -> None:
 async def app_lifespan(settings: Settings) -> AsyncIterator[AppState]:
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
     state = build_state(settings)
-    modules = [
-        provider_id for provider_id, slot in state.slots.items() if slot.adapter is not None
-    ]  # = SDK names
+    modules = [provider_id for provider_id, slot in state.slots.items() if slot.adapter is not None]  # = SDK names
     if modules:
         # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the
         # host has had time to list the tools (start-up speed is measured to that answer).

@@ -45,9 +45,7 @@ def classify_openai_error(exc: BaseException, label: str = LABEL) -> UpstreamFai
         detail = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
         return UpstreamFailure(label, "connection", detail=detail, retryable=True)
     if isinstance(exc, openai.APIError):  # an error object inside a Chat Completions stream
-        return UpstreamFailure(
-            label, "stream_error", detail=_body_message(exc.body) or exc.message, retryable=True
-        )
+        return UpstreamFailure(label, "stream_error", detail=_body_message(exc.body) or exc.message, retryable=True)
     return None
 
 
@@ -78,18 +76,14 @@ class _OpenAIBase:
                 raise
             raise failure from exc
 
-    async def _stream(
-        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
-    ) -> Completion:
+    async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
         raise NotImplementedError
 
 
 class OpenAIResponses(_OpenAIBase):
     """`POST /v1/responses` with `stream: true`."""
 
-    async def _stream(
-        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
-    ) -> Completion:
+    async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
         params: dict[str, Any] = {"max_output_tokens": request.max_tokens}
         if request.system:
             params["instructions"] = request.system
@@ -149,9 +143,7 @@ def _kind_of_stream_error(code: str | None) -> Any:
 class OpenAIChat(_OpenAIBase):
     """`POST /v1/chat/completions` with `stream: true`: the endpoint every OpenAI-compatible server speaks."""
 
-    async def _stream(
-        self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float
-    ) -> Completion:
+    async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
         messages: list[Any] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})

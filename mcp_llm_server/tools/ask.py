@@ -73,16 +73,17 @@ async def ask(
             )
     except UpstreamFailure as failure:
         logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
-        return error_result(state, failure.describe(), failure.as_structured())
+        message = failure.describe()
+        if failure.partial_text:
+            message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
+        return error_result(state, message, failure.as_structured())
     completion = outcome.completion
     result = AskResult(
         text=completion.text,
         provider=provider_id,
         model=completion.model,
         stop_reason=completion.stop_reason,
-        usage=TokenUsage(
-            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens
-        ),
+        usage=TokenUsage(input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens),
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,

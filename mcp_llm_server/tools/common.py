@@ -38,9 +38,19 @@ def _caller_listens(ctx: Context[AppState]) -> bool:
     request = ctx.request_context
     if request.meta and request.meta.get("progress_token") is not None:
         return True
-    # The in-process dispatcher hands the caller's callback over directly, with no token in `meta`.
+    # The in-process dispatcher hands the caller's callback over directly, with no token in `meta`; the SDK
+    # exposes neither, so look at its dispatch context (possibly wrapped). If its shape is unknown, assume
+    # a listener: `report_progress` is a no-op without one, so that only costs the relay's work.
     outbound = getattr(request.session, "_request_outbound", None)
-    return getattr(outbound, "_on_progress", None) is not None
+    known_shape = False
+    while outbound is not None:
+        for attribute in ("_on_progress", "_progress_token"):
+            if hasattr(outbound, attribute):
+                known_shape = True
+                if getattr(outbound, attribute) is not None:
+                    return True
+        outbound = getattr(outbound, "_inner", None)
+    return not known_shape
 
 
 def progress_sender(ctx: Context[AppState]) -> SendProgress | None:

@@ -29,9 +29,7 @@ Model = Annotated[
 ]
 MaxTokens = Annotated[
     int | None,
-    Field(
-        ge=1, le=200_000, description="Upper bound on the answer's length in tokens. Omit for the default."
-    ),
+    Field(ge=1, le=200_000, description="Upper bound on the answer's length in tokens. Omit for the default."),
 ]
 Temperature = Annotated[
     float | None,

@@ -1,0 +1,82 @@
+"""Shared fixtures: the stand-in provider, settings pointing at it, and MCP clients over the real server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from mcp_llm_server.server import build_server
+from mcp_llm_server.settings import Settings, load_settings
+from mcp_llm_server.standin import StandIn
+
+OPENAI_KEY = "sk-test-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+
+# Fast retries so fault tests take milliseconds; behaviour is otherwise the production one.
+FAST = {
+    "backoff_initial_s": 0.01,
+    "backoff_max_s": 0.05,
+    "progress_interval_s": 0.05,
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    with StandIn() as server:
+        yield server
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(standin: StandIn) -> SettingsFactory:
+    """Settings pointing at the stand-in, with both keys set; keyword overrides win."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "openai_api_key": OPENAI_KEY,
+            "anthropic_api_key": ANTHROPIC_KEY,
+            "openai_base_url": standin.openai_base_url,
+            "anthropic_base_url": standin.anthropic_base_url,
+            **FAST,
+            **overrides,
+        }
+        return load_settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_settings: SettingsFactory) -> AsyncIterator[Client]:
+    """The real server in memory (2026 protocol era), through the real MCP client."""
+    async with Client(build_server(make_settings()), raise_exceptions=True) as c:
+        yield c
+
+
+def server_env(standin: StandIn, **extra: str) -> dict[str, str]:
+    """Environment for a stdio subprocess of the server, pointing at the stand-in."""
+    env = {
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "OPENAI_BASE_URL": standin.openai_base_url,
+        "ANTHROPIC_BASE_URL": standin.anthropic_base_url,
+        "MCP_LLM_BACKOFF_INITIAL_S": "0.01",
+        "MCP_LLM_BACKOFF_MAX_S": "0.05",
+        "MCP_LLM_PROGRESS_INTERVAL_S": "0.05",
+    }
+    env.update(extra)
+    return env
+
+
+def stdio_params(env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env)
