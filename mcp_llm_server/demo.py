@@ -10,11 +10,12 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TextIO
 
 import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult, TextContent
 
 from .standin import Reply, StandIn
 
@@ -34,15 +35,15 @@ async def _on_progress(progress: float, total: float | None, message: str | None
     print(f"  progress {progress:>4.0f}: {message!r}", flush=True)
 
 
-def _summary(result: Any) -> str:
+def _summary(result: CallToolResult) -> str:
     if result.is_error:
-        return "isError: " + result.content[0].text
+        return "isError: " + " ".join(block.text for block in result.content if isinstance(block, TextContent))
     data = dict(result.structured_content or {})
     data["text"] = (data.get("text") or "")[:60] + "…"
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-async def _drive(standin: StandIn) -> None:
+async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
     env = {
         "OPENAI_API_KEY": "sk-demo-openai-key",
         "ANTHROPIC_API_KEY": "sk-ant-demo-key",
@@ -52,40 +53,35 @@ async def _drive(standin: StandIn) -> None:
     }
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env)
     started = time.perf_counter()
-    with open(os.devnull, "w") as quiet:
-        async with Client(stdio_client(params, errlog=quiet)) as client:
-            tools = await client.list_tools()
-            _show(f"server up; tools/list answered in {time.perf_counter() - started:.2f} s")
-            for tool in tools.tools:
-                print(f"  {tool.name}: {tool.title}")
+    async with Client(stdio_client(params, errlog=server_stderr)) as client:
+        tools = await client.list_tools()
+        _show(f"server up; tools/list answered in {time.perf_counter() - started:.2f} s")
+        for tool in tools.tools:
+            print(f"  {tool.name}: {tool.title}")
 
-            standin.default_reply = Reply(text=_ANSWER, chunk_delay_s=0.04)
-            _show("ask_openai (Responses API, streamed)")
-            result = await client.call_tool(
-                "ask_openai", {"prompt": "Why stream answers?"}, progress_callback=_on_progress
-            )
-            print(_summary(result))
+        standin.default_reply = Reply(text=_ANSWER, chunk_delay_s=0.04)
+        _show("ask_openai (Responses API, streamed)")
+        result = await client.call_tool("ask_openai", {"prompt": "Why stream answers?"}, progress_callback=_on_progress)
+        print(_summary(result))
 
-            _show("ask_claude after one 429 with Retry-After: 0.5 (retried, then streamed)")
-            standin.script(Reply.error(429, retry_after=0.5))
-            result = await client.call_tool(
-                "ask_claude", {"prompt": "Why stream answers?"}, progress_callback=_on_progress
-            )
-            print(_summary(result))
+        _show("ask_claude after one 429 with Retry-After: 0.5 (retried, then streamed)")
+        standin.script(Reply.error(429, retry_after=0.5))
+        result = await client.call_tool("ask_claude", {"prompt": "Why stream answers?"}, progress_callback=_on_progress)
+        print(_summary(result))
 
-            _show("ask_openai with a rejected key (401: not retried, a clear error)")
-            standin.script(Reply.error(401))
-            result = await client.call_tool("ask_openai", {"prompt": "hello"})
-            print(_summary(result))
+        _show("ask_openai with a rejected key (401: not retried, a clear error)")
+        standin.script(Reply.error(401))
+        result = await client.call_tool("ask_openai", {"prompt": "hello"})
+        print(_summary(result))
 
-            _show("ask_claude whose stream breaks mid-answer (the partial text is kept)")
-            standin.script(Reply.midstream_error(after=5))
-            result = await client.call_tool("ask_claude", {"prompt": "hello"}, progress_callback=_on_progress)
-            print(_summary(result))
+        _show("ask_claude whose stream breaks mid-answer (the partial text is kept)")
+        standin.script(Reply.midstream_error(after=5))
+        result = await client.call_tool("ask_claude", {"prompt": "hello"}, progress_callback=_on_progress)
+        print(_summary(result))
     _show(f"done: the stand-in received {len(standin.requests)} requests")
 
 
 def run_demo() -> int:
-    with StandIn() as standin:
-        anyio.run(_drive, standin)
+    with StandIn() as standin, open(os.devnull, "w") as quiet:
+        anyio.run(_drive, standin, quiet)
     return 0
