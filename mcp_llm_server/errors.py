@@ -85,7 +85,7 @@ class UpstreamFailure(Exception):
     def describe(self) -> str:
         parts = [f"{self.describe_briefly()}."]
         if self.detail:
-            detail = self.detail if self.detail.endswith((".", "!", "?", ")")) else self.detail + "."
+            detail = self.detail if self.detail.endswith((".", "!", "?")) else self.detail + "."
             parts.append(f"Upstream said: {detail}")
         if self.partial_text:
             parts.append(f"The stream broke after {len(self.partial_text)} characters of the answer.")

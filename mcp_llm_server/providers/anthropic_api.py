@@ -10,16 +10,17 @@ from .base import (
     Completion,
     LLMRequest,
     ProviderId,
+    StallClock,
     StreamSink,
     Usage,
     failure_from_status,
-    next_event,
     normalise_stop_reason,
-    with_stall_limit,
+    stall_guard,
 )
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic
+    from anthropic import AsyncAnthropic, AsyncStream
+    from anthropic.types import RawMessageStreamEvent
 
 __all__ = ["AnthropicMessages", "classify_anthropic_error"]
 
@@ -90,24 +91,32 @@ class AnthropicMessages:
         params: dict[str, Any] = {}
         if request.system:
             params["system"] = request.system
-        stream = await with_stall_limit(
-            client.messages.create(
+        with stall_guard(stall_s, self.label) as clock:
+            stream = await client.messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
                 messages=[{"role": "user", "content": request.prompt}],
                 stream=True,
                 **params,
-            ),
-            stall_s,
-            self.label,
-            "response",
-        )
-        request_id = stream.response.headers.get("request-id")
+            )
+            request_id = stream.response.headers.get("request-id")
+            completion = await self._consume(stream, request, request_id, sink, clock)
+        return completion
+
+    async def _consume(
+        self,
+        stream: AsyncStream[RawMessageStreamEvent],
+        request: LLMRequest,
+        request_id: str | None,
+        sink: StreamSink,
+        clock: StallClock,
+    ) -> Completion:
         parts: list[str] = []
         completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
         usage = Usage()
         async with stream:
-            while (event := await next_event(stream, stall_s, self.label)) is not None:
+            async for event in stream:
+                clock.touch()
                 if event.type == "content_block_delta":
                     if event.delta.type == "text_delta":
                         parts.append(event.delta.text)

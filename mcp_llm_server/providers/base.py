@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 import anyio
 
@@ -16,17 +17,15 @@ __all__ = [
     "LLMRequest",
     "Provider",
     "ProviderId",
+    "StallClock",
     "StreamSink",
     "Usage",
     "failure_from_status",
-    "next_event",
     "normalise_stop_reason",
-    "with_stall_limit",
+    "stall_guard",
 ]
 
 ProviderId = Literal["openai", "anthropic"]
-E = TypeVar("E")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +127,35 @@ def _shorten(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def with_stall_limit(awaitable: Awaitable[T], stall_s: float, label: str, waiting_for: str) -> T:
-    """Await one step of an upstream exchange, failing as `stalled` when nothing arrives in time."""
-    try:
-        with anyio.fail_after(stall_s):
-            return await awaitable
-    except TimeoutError:
+class StallClock:
+    """Moves a stream's stall deadline forward as data arrives.
+
+    One cancel scope covers the whole exchange; `touch()` costs a clock read per event and reschedules the
+    scope's timer only every 5% of the limit, so the silence tolerated is between 1 and 1.05 times the limit.
+    """
+
+    def __init__(self, scope: anyio.CancelScope, stall_s: float) -> None:
+        self._scope = scope
+        self._stall_s = stall_s
+        self._slack = stall_s / 20
+        self._moved_at = anyio.current_time()
+
+    def touch(self) -> None:
+        now = anyio.current_time()
+        if now - self._moved_at > self._slack:
+            self._moved_at = now
+            self._scope.deadline = now + self._stall_s + self._slack
+
+
+@contextmanager
+def stall_guard(stall_s: float, label: str) -> Iterator[StallClock]:
+    """Fail the block as `stalled` (retryable) when nothing arrives for `stall_s` seconds."""
+    with anyio.CancelScope(deadline=anyio.current_time() + stall_s * 1.05) as scope:
+        yield StallClock(scope, stall_s)
+    if scope.cancelled_caught:
         raise UpstreamFailure(
             provider=label,
             kind="stalled",
-            detail=f"no {waiting_for} for {stall_s:g} s (the stall limit)",
+            detail=f"nothing received for {stall_s:g} s (the stall limit)",
             retryable=True,
-        ) from None
-
-
-async def next_event(events: AsyncIterator[E], stall_s: float, label: str) -> E | None:
-    """The next streamed event, or None at the end of the stream."""
-    try:
-        return await with_stall_limit(events.__anext__(), stall_s, label, "data")
-    except StopAsyncIteration:
-        return None
+        )

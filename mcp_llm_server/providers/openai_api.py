@@ -10,16 +10,18 @@ from .base import (
     Completion,
     LLMRequest,
     ProviderId,
+    StallClock,
     StreamSink,
     Usage,
     failure_from_status,
-    next_event,
     normalise_stop_reason,
-    with_stall_limit,
+    stall_guard,
 )
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, AsyncStream
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.responses import ResponseStreamEvent
 
 __all__ = ["OpenAIChat", "OpenAIResponses", "classify_openai_error"]
 
@@ -89,17 +91,25 @@ class OpenAIResponses(_OpenAIBase):
             params["instructions"] = request.system
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        stream = await with_stall_limit(
-            client.responses.create(model=request.model, input=request.prompt, stream=True, **params),
-            stall_s,
-            self.label,
-            "response",
-        )
-        request_id = stream.response.headers.get("x-request-id")
+        with stall_guard(stall_s, self.label) as clock:
+            stream = await client.responses.create(model=request.model, input=request.prompt, stream=True, **params)
+            request_id = stream.response.headers.get("x-request-id")
+            completion = await self._consume(stream, request, request_id, sink, clock)
+        return completion
+
+    async def _consume(
+        self,
+        stream: AsyncStream[ResponseStreamEvent],
+        request: LLMRequest,
+        request_id: str | None,
+        sink: StreamSink,
+        clock: StallClock,
+    ) -> Completion:
         parts: list[str] = []
         completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
         async with stream:
-            while (event := await next_event(stream, stall_s, self.label)) is not None:
+            async for event in stream:
+                clock.touch()
                 if event.type == "response.output_text.delta":
                     parts.append(event.delta)
                     await sink.text(event.delta)
@@ -151,23 +161,31 @@ class OpenAIChat(_OpenAIBase):
         params: dict[str, Any] = {"max_tokens": request.max_tokens}
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        stream = await with_stall_limit(
-            client.chat.completions.create(
+        with stall_guard(stall_s, self.label) as clock:
+            stream = await client.chat.completions.create(
                 model=request.model,
                 messages=messages,
                 stream=True,
                 stream_options={"include_usage": True},
                 **params,
-            ),
-            stall_s,
-            self.label,
-            "response",
-        )
-        request_id = stream.response.headers.get("x-request-id")
+            )
+            request_id = stream.response.headers.get("x-request-id")
+            completion = await self._consume(stream, request, request_id, sink, clock)
+        return completion
+
+    async def _consume(
+        self,
+        stream: AsyncStream[ChatCompletionChunk],
+        request: LLMRequest,
+        request_id: str | None,
+        sink: StreamSink,
+        clock: StallClock,
+    ) -> Completion:
         parts: list[str] = []
         completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
         async with stream:
-            while (chunk := await next_event(stream, stall_s, self.label)) is not None:
+            async for chunk in stream:
+                clock.touch()
                 if chunk.model:
                     completion.model = chunk.model
                 if chunk.choices:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from ._http import HttpConnection
@@ -187,6 +188,7 @@ async def _stream(conn: HttpConnection, rec: RecordedRequest, reply: Reply, c: C
         await conn.send_chunk(event.frame)
         if event.kind == "text":
             rec.deltas_sent += 1
+            rec.delta_sent_at.append(time.monotonic())
     await conn.end_chunks()
     return "completed"
 

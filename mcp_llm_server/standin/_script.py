@@ -105,6 +105,7 @@ class RecordedRequest:
     finished_at: float | None = None
     outcome: Outcome | None = None
     deltas_sent: int = 0
+    delta_sent_at: list[float] = field(default_factory=list)  # monotonic time each text delta was written
     reply: Reply | None = None
 
 
