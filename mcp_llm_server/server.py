@@ -15,6 +15,7 @@ from .logs import MCP_TO_PYTHON_LEVEL
 from .settings import Settings
 from .state import AppState, app_lifespan
 from .tools.ask import register_ask_tools
+from .tools.extract import register_extract_tool
 
 __all__ = ["INSTRUCTIONS", "build_server"]
 
@@ -23,7 +24,9 @@ Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compa
 `ask_claude` (Anthropic). Each takes a self-contained `prompt` (the other model sees nothing of this
 conversation), optional `system`, `model`, `max_tokens` and `timeout_s`, and returns the answer with the
 model used, token usage, latency and the upstream request id. Answers stream as progress notifications.
-Transient upstream failures are retried; other failures come back as errors that say what to do."""
+Transient upstream failures are retried; other failures come back as errors that say what to do.
+`extract_json` turns free text into a JSON value that validates against a JSON Schema you give (native
+structured output, always validated, invalid answers sent back with the errors for another try)."""
 
 
 def build_server(settings: Settings) -> MCPServer:
@@ -43,6 +46,7 @@ def build_server(settings: Settings) -> MCPServer:
         log_level=settings.log_level,
     )
     register_ask_tools(server)
+    register_extract_tool(server)
     _add_logging_handler(server)
     return server
 

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=400_000, ge=1, le=50_000_000)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
+    extract_provider: Literal["openai", "anthropic"] = "openai"
+    extract_max_schema_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
+    extract_max_schema_depth: int = Field(default=32, ge=2, le=1000)
+
     log_level: LogLevel = "WARNING"
 
     @field_validator("log_level", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..clients import LazyClient
@@ -63,6 +64,18 @@ def classify_anthropic_error(exc: BaseException, label: str = LABEL) -> Upstream
     return None
 
 
+def _messages_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema in the dialect the Messages API takes (the SDK's `transform_schema`: objects closed, keywords it
+    does not support moved into descriptions); as given when the SDK cannot transform it (type lists, untyped parts).
+    """
+    import anthropic
+
+    try:
+        return anthropic.transform_schema(dict(schema))
+    except (ValueError, TypeError, KeyError, AssertionError):
+        return dict(schema)
+
+
 class AnthropicMessages:
     """`POST /v1/messages` with `stream: true`."""
 
@@ -91,6 +104,9 @@ class AnthropicMessages:
         params: dict[str, Any] = {}
         if request.system:
             params["system"] = request.system
+        if request.output_format is not None and request.output_format.schema is not None:
+            output_format = {"type": "json_schema", "schema": _messages_schema(request.output_format.schema)}
+            params["output_config"] = {"format": output_format}
         with stall_guard(stall_s, self.label) as clock:
             stream = await client.messages.create(
                 model=request.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -15,6 +15,7 @@ from ..resilience import parse_retry_after, retry_status
 __all__ = [
     "Completion",
     "LLMRequest",
+    "OutputFormat",
     "Provider",
     "ProviderId",
     "StallClock",
@@ -35,6 +36,18 @@ class LLMRequest:
     max_tokens: int
     system: str | None = None
     temperature: float | None = None
+    output_format: OutputFormat | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """Ask for a JSON answer natively, where the API can: `schema` (its root an object) or, when None, any
+    JSON object (JSON mode; APIs without one get nothing). `strict` says `schema` is in OpenAI's strict form.
+    """
+
+    schema: Mapping[str, Any] | None
+    name: str = "output"
+    strict: bool = False
 
 
 @dataclass(slots=True)

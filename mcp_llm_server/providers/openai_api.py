@@ -9,6 +9,7 @@ from ..errors import UpstreamFailure
 from .base import (
     Completion,
     LLMRequest,
+    OutputFormat,
     ProviderId,
     StallClock,
     StreamSink,
@@ -91,6 +92,8 @@ class OpenAIResponses(_OpenAIBase):
             params["instructions"] = request.system
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.output_format is not None:
+            params["text"] = {"format": _responses_format(request.output_format)}
         with stall_guard(stall_s, self.label) as clock:
             stream = await client.responses.create(model=request.model, input=request.prompt, stream=True, **params)
             request_id = stream.response.headers.get("x-request-id")
@@ -150,6 +153,21 @@ def _kind_of_stream_error(code: str | None) -> Any:
     return "stream_error"
 
 
+def _responses_format(output: OutputFormat) -> dict[str, Any]:
+    """`text.format` of the Responses API: a JSON Schema (strict or not), or JSON mode."""
+    if output.schema is None:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "name": output.name, "schema": dict(output.schema), "strict": output.strict}
+
+
+def _chat_response_format(output: OutputFormat) -> dict[str, Any]:
+    """`response_format` of Chat Completions (vLLM, Ollama, llama.cpp and LM Studio understand it too)."""
+    if output.schema is None:
+        return {"type": "json_object"}
+    schema = {"name": output.name, "schema": dict(output.schema), "strict": output.strict}
+    return {"type": "json_schema", "json_schema": schema}
+
+
 class OpenAIChat(_OpenAIBase):
     """`POST /v1/chat/completions` with `stream: true`: the endpoint every OpenAI-compatible server speaks."""
 
@@ -161,6 +179,8 @@ class OpenAIChat(_OpenAIBase):
         params: dict[str, Any] = {"max_tokens": request.max_tokens}
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.output_format is not None:
+            params["response_format"] = _chat_response_format(request.output_format)
         with stall_guard(stall_s, self.label) as clock:
             stream = await client.chat.completions.create(
                 model=request.model,

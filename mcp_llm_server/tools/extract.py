@@ -1,0 +1,383 @@
+"""`extract_json`: free text to a JSON value that validates against the caller's JSON Schema, or a clear error.
+
+The schema is checked before any upstream request. Each attempt asks the model with the provider's native
+structured output (falling back, on a 400, to weaker forms down to plain prompt instructions); its answer is
+always validated against the caller's original schema. An answer that is not JSON or does not validate is sent
+back with the validator's errors, up to `max_attempts` attempts. Upstream retries (429, 5xx...) happen inside
+each attempt (`run_call`) and do not count as attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from ..calls import CallOutcome, run_call
+from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..progress import SendProgress, progress_relay
+from ..providers.base import LLMRequest, OutputFormat, Provider, ProviderId
+from ..state import AppState, ProviderSlot
+from .common import app_state, error_result, progress_sender
+from .params import Model, TimeoutS
+
+if TYPE_CHECKING:  # `jsonschema` is imported on the first call: the server must list its tools fast
+    from ..jsonschema_tools import CheckedSchema, Extraction
+
+__all__ = ["META_KEY", "extract_json", "format_ladder", "register_extract_tool"]
+
+logger = logging.getLogger(__name__)
+
+META_KEY = "mcp-llm-server/extract_json"
+_FORMAT_NAME = "extracted_data"
+_PREVIOUS_ANSWER_CHARS = 4000
+_LAST_OUTPUT_CHARS = 2000
+_ISSUES_SHOWN = 10
+_WRAP_KEY = "data"  # = jsonschema_tools.WRAP_KEY (checked by the tests)
+
+_SYSTEM = (
+    "You extract structured data from text. Reply with one JSON value and nothing else: no prose, no Markdown "
+    "code fence. The value must validate against the JSON Schema you are given. Take the facts from the text; "
+    "do not invent what it does not say."
+)
+
+Text = Annotated[str, Field(min_length=1, description="The free text to extract the data from.")]
+Schema = Annotated[
+    dict[str, Any] | str,
+    Field(
+        description="The JSON Schema the result must validate against, as an object (a JSON string is accepted "
+        "too). Draft 2020-12 unless its `$schema` names another draft; only local `$ref`s (`#/$defs/...`). "
+        'Any root type works: {"type": "object", ...}, {"type": "array", ...}, {"type": "string"}...'
+    ),
+]
+Instructions = Annotated[
+    str | None,
+    Field(description="Optional guidance for the extraction (what to pick, how to normalise values, units...)."),
+]
+ExtractProvider = Annotated[
+    Literal["openai", "anthropic"] | None,
+    Field(description="Which provider does the extraction. Omit for the server's default (MCP_LLM_EXTRACT_PROVIDER)."),
+]
+MaxAttempts = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10,
+        description="Model answers to try before giving up: a non-JSON or schema-invalid answer is sent back "
+        "with the validator's errors for another try. Upstream retries (rate limits, 5xx) do not count.",
+    ),
+]
+
+
+def format_ladder(checked: CheckedSchema, provider_id: ProviderId) -> list[OutputFormat | None]:
+    """The native output formats to try, best first; a 400 moves one rung down (None: prompt instructions only).
+
+    OpenAI: strict JSON Schema (when the schema has a strict form), non-strict JSON Schema, JSON mode.
+    Anthropic: its JSON Schema output when every object of the schema can be closed, otherwise none (closing
+    a map or free-form object would force it empty).
+    """
+    if provider_id == "anthropic":
+        return [OutputFormat(checked.provider_schema, _FORMAT_NAME), None] if checked.closed else [None]
+    ladder: list[OutputFormat | None] = []
+    if checked.strict_schema is not None:
+        ladder.append(OutputFormat(checked.strict_schema, _FORMAT_NAME, strict=True))
+    ladder += [OutputFormat(checked.provider_schema, _FORMAT_NAME), OutputFormat(None, _FORMAT_NAME), None]
+    return ladder
+
+
+@dataclass
+class _Run:
+    """What the attempts of one call have gathered so far."""
+
+    checked: CheckedSchema
+    max_attempts: int
+    attempts: int = 0
+    upstream_requests: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str = ""
+    last_output: str = ""
+    last_stop_reason: str | None = None
+
+    def add(self, outcome: CallOutcome) -> None:
+        completion = outcome.completion
+        self.upstream_requests += outcome.attempts
+        self.model = completion.model
+        self.last_output = completion.text
+        self.last_stop_reason = completion.stop_reason
+        if completion.usage.input_tokens is not None:
+            self.input_tokens = (self.input_tokens or 0) + completion.usage.input_tokens
+        if completion.usage.output_tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + completion.usage.output_tokens
+
+    def usage(self) -> dict[str, int | None]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    def summary(self, provider_id: ProviderId) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "upstream_requests": self.upstream_requests,
+            "provider": provider_id,
+            "model": self.model,
+            "usage": self.usage(),
+        }
+
+
+def _counting(send: SendProgress | None) -> SendProgress | None:
+    """One rising `progress` count across the relays of every attempt."""
+    if send is None:
+        return None
+    count = 0
+
+    async def relay(_progress: float, message: str) -> None:
+        nonlocal count
+        count += 1
+        await send(float(count), message)
+
+    return relay
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit:,} more characters]"
+
+
+def _prompt_path(path: str, wrapped: bool) -> str:
+    """A caller-schema path as seen in the schema the model was shown (inside `data` when wrapped)."""
+    return f"$.{_WRAP_KEY}{path[1:]}" if wrapped else path
+
+
+def _build_prompt(text: str, schema_json: str, instructions: str | None, run: _Run, previous: Extraction | None) -> str:
+    parts = [
+        "Extract a JSON value from the text below. It must validate against this JSON Schema:",
+        f"<json_schema>\n{schema_json}\n</json_schema>",
+    ]
+    if instructions:
+        parts.append(f"Instructions for this extraction:\n<instructions>\n{instructions}\n</instructions>")
+    parts.append(f"<text>\n{text}\n</text>")
+    if previous is not None:
+        answer = _truncate(run.last_output, _PREVIOUS_ANSWER_CHARS)
+        parts.append(f"Your previous answer was rejected:\n<previous_answer>\n{answer}\n</previous_answer>")
+        if run.last_stop_reason == "max_tokens":
+            parts.append("It was cut off at the token limit: answer more compactly.")
+        if previous.parse_error is not None:
+            parts.append(f"It is not valid JSON ({previous.parse_error}).")
+        else:
+            wrapped = run.checked.wrapped
+            lines = [f"- {_prompt_path(i.path, wrapped)}: {i.message}" for i in previous.issues]
+            parts.append("It does not validate against the schema:\n" + "\n".join(lines))
+        parts.append("Reply again with the corrected JSON value only.")
+    return "\n\n".join(parts)
+
+
+def _describe_problem(extraction: Extraction) -> str:
+    if extraction.parse_error is not None:
+        return f"not JSON ({extraction.parse_error})"
+    count = len(extraction.issues)
+    if extraction.parse_error is not None or not extraction.issues:
+        return f"not JSON ({extraction.parse_error})"
+    count = len(extraction.issues)
+    first = extraction.issues[0]
+    more = f" and {count - 1} more" if count > 1 else ""
+    return f"{count} validation error{'s' if count != 1 else ''} ({first.path}: {first.message}{more})"
+
+
+def _success(run: _Run, provider_id: ProviderId, value: Any) -> CallToolResult:
+    structured = value if isinstance(value, dict) else {_WRAP_KEY: value}
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(value, ensure_ascii=False))],
+        structured_content=structured,
+        _meta={META_KEY: run.summary(provider_id)},
+    )
+
+
+def _exhausted(
+    state: AppState, run: _Run, last: Extraction, slot: ProviderSlot, provider_id: ProviderId
+) -> CallToolResult:
+    if last.parse_error is not None:
+        kind, why = "not_json", f"The last answer was not JSON ({last.parse_error})."
+    else:
+        shown = "\n".join(f"- {i.path}: {i.message}" for i in last.issues[:_ISSUES_SHOWN])
+        hidden = len(last.issues) - _ISSUES_SHOWN
+        more = f"\n- … and {hidden} more" if hidden > 0 else ""
+        kind, why = "schema_violation", f"The last answer did not validate against the schema:\n{shown}{more}"
+    last_output = _truncate(run.last_output, _LAST_OUTPUT_CHARS)
+    message = (
+        f"extract_json: no schema-valid JSON after {run.attempts} attempt{'s' if run.attempts != 1 else ''} "
+        f"({slot.label}, {run.model}). {why}\n\nLast output:\n{last_output}\n\n"
+        "Check that the text holds what the schema requires, loosen the schema (fewer required properties, wider "
+        "types), add `instructions`, or raise `max_attempts`."
+    )
+    structured = {
+        "error": {
+            "kind": kind,
+            "message": message,
+            "errors": [i.as_dict() for i in last.issues],
+            "parse_error": last.parse_error,
+            "last_output": last_output,
+            **run.summary(provider_id),
+        }
+    }
+    return error_result(state, message, structured)
+
+
+def _upstream_error(
+    state: AppState, run: _Run, failure: UpstreamFailure, provider_id: ProviderId, model: str
+) -> CallToolResult:
+    logger.warning("extract_json call to %s failed: %s", model, failure.describe_briefly())
+    message = f"{failure.describe()} (extract_json attempt {run.attempts} of {run.max_attempts})"
+    structured = failure.as_structured()
+    structured["error"].update(extract_attempts=run.attempts, provider_id=provider_id, model=model)
+    structured["error"]["usage"] = run.usage()
+    return error_result(state, message, structured)
+
+
+async def extract_json(
+    ctx: Context[AppState],
+    *,
+    text: str,
+    schema: dict[str, Any] | str,
+    instructions: str | None,
+    provider: ProviderId | None,
+    model: str | None,
+    max_attempts: int,
+    timeout_s: float | None,
+) -> CallToolResult:
+    from ..jsonschema_tools import SchemaProblem, check_schema
+
+    state = app_state(ctx)
+    settings = state.settings
+    try:
+        checked = check_schema(
+            schema,
+            max_bytes=settings.extract_max_schema_bytes,
+            max_depth=settings.extract_max_schema_depth,
+        )
+    except SchemaProblem as exc:
+        return error_result(state, str(exc), {"error": {"kind": "invalid_schema", "message": str(exc)}})
+    provider_id: ProviderId = provider or settings.extract_provider
+    slot = state.slots[provider_id]
+    try:
+        adapter = slot.require()
+    except ProviderNotConfigured as exc:
+        return error_result(state, str(exc))
+    schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
+    size = len(text) + len(instructions or "") + len(schema_json)
+    if size > settings.max_prompt_chars:
+        return error_result(
+            state,
+            f"The text, instructions and schema come to {size:,} characters; this server accepts at most "
+            f"{settings.max_prompt_chars:,} (MCP_LLM_MAX_PROMPT_CHARS). Extract from a shorter part of the text.",
+        )
+    run = _Run(checked=checked, max_attempts=max_attempts, model=model or slot.default_model)
+    send = _counting(progress_sender(ctx))
+    deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
+    ladder = format_ladder(checked, provider_id)
+    last: Extraction | None = None
+    while run.attempts < max_attempts:
+        run.attempts += 1
+        prompt = _build_prompt(text, schema_json, instructions, run, last)
+        try:
+            outcome = await _ask(state, adapter, slot, ladder, prompt, run, send, deadline)
+        except UpstreamFailure as failure:
+            return _upstream_error(state, run, failure, provider_id, run.model)
+        run.add(outcome)
+        last = checked.extract(outcome.completion.text)
+        if last.ok:
+            return _success(run, provider_id, last.value)
+        logger.info("extract_json attempt %d: %s", run.attempts, _describe_problem(last))
+        if send is not None:
+            verdict = "asking again" if run.attempts < max_attempts else "giving up"
+            await send(0.0, f"Attempt {run.attempts} of {max_attempts}: {_describe_problem(last)}; {verdict}")
+    assert last is not None  # max_attempts >= 1
+    return _exhausted(state, run, last, slot, provider_id)
+
+
+async def _ask(
+    state: AppState,
+    adapter: Provider,
+    slot: ProviderSlot,
+    ladder: list[OutputFormat | None],
+    prompt: str,
+    run: _Run,
+    send: SendProgress | None,
+    deadline: float,
+) -> CallOutcome:
+    """One attempt: one answer through `run_call` (its upstream retries included), within the call's deadline.
+
+    A 400 while asking for a native output format drops to the next rung of `ladder` (in place, so later
+    attempts start there) and asks again; that does not count as an attempt.
+    """
+    settings = state.settings
+    limits = state.limits(None)
+    prefix = f"Attempt {run.attempts} of {run.max_attempts}: "
+    while True:
+        output_format = ladder[0]
+        request = LLMRequest(
+            prompt=prompt,
+            model=run.model,
+            max_tokens=settings.max_tokens,
+            system=_SYSTEM,
+            output_format=output_format,
+        )
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            raise UpstreamFailure(slot.label, "deadline", detail="the call's time limit ran out between attempts")
+        try:
+            async with progress_relay(
+                send, interval_s=settings.progress_interval_s, tail_chars=settings.progress_tail_chars, prefix=prefix
+            ) as progress:
+                return await run_call(
+                    adapter,
+                    request,
+                    limiter=slot.limiter,
+                    limits=replace(limits, timeout_s=remaining),
+                    progress=progress,
+                )
+        except UpstreamFailure as failure:
+            if failure.kind != "bad_request" or output_format is None or failure.partial_text:
+                raise
+            run.upstream_requests += failure.attempts
+            logger.info("%s rejected the output format (%s); trying a weaker one", slot.label, failure.detail)
+            ladder.pop(0)
+
+
+def register_extract_tool(server: MCPServer) -> None:
+    @server.tool(
+        name="extract_json",
+        title="Extract schema-valid JSON from text",
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False),
+        description="Turn free text into a JSON value that validates against the JSON Schema you give (for "
+        "example: pull the people, dates and amounts out of an email). The model answers with the provider's "
+        "native structured output; the answer is always validated against your schema, and an invalid one is "
+        "sent back with the validator's errors for another try, up to `max_attempts`. On success the text is "
+        "the JSON and the structured content is the value itself (a value that is not an object comes as "
+        '{"data": value}). Otherwise the error lists the last validation errors with their JSON paths and the '
+        "last output. A schema that is invalid, too large or too deep is refused before any model call.",
+    )
+    async def extract_json_tool(
+        ctx: Context[AppState],
+        text: Text,
+        schema: Schema,
+        instructions: Instructions = None,
+        provider: ExtractProvider = None,
+        model: Model = None,
+        max_attempts: MaxAttempts = 3,
+        timeout_s: TimeoutS = None,
+    ) -> CallToolResult:
+        return await extract_json(
+            ctx,
+            text=text,
+            schema=schema,
+            instructions=instructions,
+            provider=provider,
+            model=model,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+        )
