@@ -78,8 +78,25 @@ class _DeadlineBackoff:
         self._policy = policy
         self._deadline = deadline
         self._next_delay = 0.0
+        self._stopping = False
+        self._decided_for = 0
 
     def stop(self, state: RetryCallState) -> bool:
+        self._decide(state)
+        return self._stopping
+
+    def wait(self, state: RetryCallState) -> float:
+        self._decide(state)
+        return self._next_delay
+
+    def _decide(self, state: RetryCallState) -> None:
+        # tenacity calls `wait` before `stop` (and before_sleep calls `wait` again): decide once per attempt.
+        if self._decided_for != state.attempt_number:
+            self._decided_for = state.attempt_number
+            self._next_delay = 0.0
+            self._stopping = self._should_stop(state)
+
+    def _should_stop(self, state: RetryCallState) -> bool:
         failure = _failure_of(state)
         if state.attempt_number >= self._policy.max_attempts:
             return True
@@ -100,9 +117,6 @@ class _DeadlineBackoff:
             return True
         self._next_delay = delay
         return False
-
-    def wait(self, state: RetryCallState) -> float:
-        return self._next_delay
 
 
 def _failure_of(state: RetryCallState) -> UpstreamFailure | None:

@@ -29,9 +29,20 @@ def error_result(state: AppState, message: str, structured: dict[str, Any] | Non
     message = state.redact(message)
     return CallToolResult(
         content=[TextContent(type="text", text=message)],
-        structured_content=structured,
+        structured_content=_redacted(state, structured) if structured is not None else None,
         is_error=True,
     )
+
+
+def _redacted(state: AppState, value: Any) -> Any:
+    """`value` with every string in it passed through the redactor (upstream error texts may echo a key)."""
+    if isinstance(value, str):
+        return state.redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(state, item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(state, item) for item in value]
+    return value
 
 
 def _caller_listens(ctx: Context[AppState]) -> bool:
