@@ -1,4 +1,4 @@
-"""The `mcp-llm-server` command: serve over stdio (the default) or run the offline demo."""
+"""The `mcp-llm-server` command: serve over stdio (the default) or Streamable HTTP, or run the offline demo."""
 
 from __future__ import annotations
 
@@ -17,13 +17,38 @@ def _parser() -> argparse.ArgumentParser:
         "variables (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_serve_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve MCP over stdio (the default)")
+    _add_serve_options(commands.add_parser("serve", help="serve MCP (the default)"), defaults=False)
     commands.add_parser("demo", help="offline demo: a local stand-in provider, this server, and a real MCP client")
     return parser
 
 
-def _serve() -> int:
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return port
+
+
+def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The transport options, on the top level and on `serve` (there without defaults, not to mask the top's)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--transport", choices=["stdio", "http"], default=default("stdio"), help="default: stdio")
+    parser.add_argument("--host", default=default(None), help="http: address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=default(None), help="http: port (default 8000)")
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        default=default(False),
+        help="http: no sessions, so replicas can sit behind a plain load balancer (or MCP_LLM_HTTP_STATELESS=1)",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
     import anyio
 
     from .logs import configure_logging
@@ -38,19 +63,35 @@ def _serve() -> int:
         print(f"mcp-llm-server: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, Redactor(settings.secrets()))
+    if args.transport == "http":
+        from .http import HttpConfigError, check_exposure, serve_http
+
+        host = args.host or "127.0.0.1"
+        try:
+            check_exposure(settings, host)
+        except HttpConfigError as exc:
+            print(f"mcp-llm-server: {exc}", file=sys.stderr)
+            return 2
+        stateless = args.stateless or settings.http_stateless
+        server = build_server(settings)
+        anyio.run(lambda: serve_http(server, settings, host=host, port=args.port or 8000, stateless=stateless))
+        return 0
     server = build_server(settings)
     anyio.run(lambda: serve_stdio(server, max_message_bytes=settings.max_message_bytes))
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.transport != "http" and (args.host is not None or args.port is not None or args.stateless):
+        parser.error("--host, --port and --stateless need --transport http")
     if args.command == "demo":
         from .demo import run_demo
 
         sys.exit(run_demo())
     try:
-        code = _serve()
+        code = _serve(args)
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)

@@ -6,10 +6,10 @@ so an existing shell setup works unchanged; everything that belongs to this serv
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -69,10 +69,33 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "WARNING"
 
+    # Streamable HTTP (`--transport http`) only.
+    http_token: SecretStr | None = None
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    http_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    http_stateless: bool = False
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip() == "":
+                return None
+            if len(value) < 16:
+                raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod
@@ -86,7 +109,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """The configured secret values, for redaction."""
-        return [s.get_secret_value() for s in (self.openai_api_key, self.anthropic_api_key) if s is not None]
+        keys = (self.openai_api_key, self.anthropic_api_key, self.http_token)
+        return [s.get_secret_value() for s in keys if s is not None]
 
 
 class SettingsError(Exception):

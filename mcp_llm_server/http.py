@@ -1,0 +1,209 @@
+"""Serving MCP over Streamable HTTP: the ASGI app (MCP at `/mcp`, `/healthz`, a bearer token) and its runner.
+
+Responses to tool calls are SSE streams (never `json_response`), so progress notifications reach the client
+while the answer is written, in stateful and stateless mode alike. The SDK's DNS-rebinding protection
+(Host/Origin checks) stays on whatever the bind address; a bind address other than loopback requires a
+bearer token, because every call spends the operator's provider credit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from mcp.server import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .settings import Settings
+
+__all__ = [
+    "HEALTH_PATH",
+    "MCP_PATH",
+    "HttpConfigError",
+    "build_http_app",
+    "check_exposure",
+    "is_loopback",
+    "serve_http",
+    "transport_security",
+]
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+HEALTH_PATH = "/healthz"
+
+# Open SSE streams are closed at once on shutdown (sse-starlette); this only bounds anything else in flight.
+_SHUTDOWN_GRACE_S = 5
+_LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+
+class HttpConfigError(Exception):
+    """The HTTP transport cannot start as configured; the message says what to set."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for a bind address reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve beyond loopback without a bearer token."""
+    if not is_loopback(host) and settings.http_token is None:
+        raise HttpConfigError(
+            f"refusing to listen on {host} without a bearer token: set MCP_LLM_HTTP_TOKEN "
+            "(at least 16 characters), or bind to 127.0.0.1"
+        )
+
+
+def _host_patterns(entry: str) -> list[str]:
+    """`name` allows the name with and without a port; `name:port` and `name:*` are taken as they are."""
+    entry = entry.strip().lower()
+    has_port = entry.rsplit("]", 1)[-1].count(":") == 1 if entry.startswith("[") else ":" in entry
+    return [entry] if has_port else [entry, f"{entry}:*"]
+
+
+def transport_security(settings: Settings, host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: loopback names, the bind address and the configured hosts and origins."""
+    hosts = [p for name in _LOOPBACK_HOSTS for p in _host_patterns(name)]
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if address is None or not (address.is_unspecified or address.is_loopback):  # a concrete name or address
+        hosts += _host_patterns(f"[{address}]" if address is not None and address.version == 6 else host)
+    for entry in settings.http_allowed_hosts:
+        hosts += _host_patterns(entry)
+    origins = [f"http://{name}:*" for name in _LOOPBACK_HOSTS] + [f"http://{name}" for name in _LOOPBACK_HOSTS]
+    origins += [origin.strip().rstrip("/") for origin in settings.http_allowed_origins]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(hosts)),
+        allowed_origins=list(dict.fromkeys(origins)),
+    )
+
+
+async def _send_json(send: Send, status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _Gate:
+    """Answers `/healthz` itself (no token: load balancers probe it) and lets the rest through only with the
+    bearer token, when one is configured. The comparison takes constant time."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self._app = app
+        self._expected = f"Bearer {token}".encode() if token is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)  # lifespan: starts the session manager and our state
+            return
+        if scope["path"] == HEALTH_PATH:
+            if scope["method"] in ("GET", "HEAD"):
+                await _send_json(send, 200, {"status": "ok"})
+            else:
+                await _send_json(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, HEAD")])
+            return
+        if self._expected is not None and not self._authorized(scope):
+            logger.info("rejected a request without a valid bearer token from %s", (scope.get("client") or ["?"])[0])
+            await _send_json(
+                send,
+                401,
+                {"error": "missing or invalid bearer token"},
+                [(b"www-authenticate", b'Bearer realm="mcp-llm-server"')],
+            )
+            return
+        await self._app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self._expected is not None
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        scheme, _, credentials = given.partition(b" ")
+        # Compare whole values: the scheme is case-insensitive, the token is not.
+        return hmac.compare_digest(b"Bearer " + credentials.strip(), self._expected) and scheme.lower() == b"bearer"
+
+
+def build_http_app(server: MCPServer, settings: Settings, *, host: str, stateless: bool) -> ASGIApp:
+    """The ASGI app: MCP Streamable HTTP at `/mcp` (SSE responses), `/healthz`, the bearer-token gate.
+
+    Its lifespan (run by uvicorn, or any ASGI server) starts the SDK's session manager, which enters the MCP
+    server's lifespan once for all sessions: one shared client per provider, as over stdio.
+    """
+    mcp_app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        json_response=False,
+        stateless_http=stateless,
+        transport_security=transport_security(settings, host),
+        host=host,
+    )
+    token = settings.http_token.get_secret_value() if settings.http_token is not None else None
+    return _Gate(mcp_app, token)
+
+
+@contextmanager
+def _sigterm_ends_quietly() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM, then raises the signal again for whatever handler was there
+    before it; with a no-op one the process exits 0 once the lifespan has closed the upstream clients."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def serve_http(server: MCPServer, settings: Settings, *, host: str, port: int, stateless: bool) -> None:
+    """Serve until SIGTERM or SIGINT; refuses (`HttpConfigError`) a non-loopback host without a token."""
+    import uvicorn
+
+    check_exposure(settings, host)
+    app = build_http_app(server, settings, host=host, stateless=stateless)
+    # No log config of uvicorn's own: its records go to our stderr handler (redacted), at our level.
+    logging.getLogger("uvicorn").setLevel(settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=_SHUTDOWN_GRACE_S,
+    )
+    if not settings.http_allowed_hosts and not is_loopback(host):
+        logger.warning(
+            "MCP_LLM_HTTP_ALLOWED_HOSTS is empty: requests are accepted only with a loopback or %s Host header "
+            "(others get 421); list the names clients use",
+            host,
+        )
+    mode = "stateless" if stateless else "stateful"
+    where = f"[{host}]" if ":" in host else host
+    logger.info("serving MCP (%s) at http://%s:%d%s", mode, where, port, MCP_PATH)
+    with _sigterm_ends_quietly():
+        await uvicorn.Server(config).serve()
