@@ -56,12 +56,15 @@ async def run_call(
     deadline = started + limits.timeout_s
     sink = _ForwardingSink(progress)
     attempts_made = 0
+    waiting_for_slot = False
 
     async def attempt(number: int) -> Completion:
-        nonlocal attempts_made
+        nonlocal attempts_made, waiting_for_slot
         attempts_made = number
         sink.parts.clear()
+        waiting_for_slot = True
         async with limiter:
+            waiting_for_slot = False
             try:
                 return await provider.stream(request, sink, stall_s=limits.stall_s)
             except UpstreamFailure as failure:
@@ -82,12 +85,21 @@ async def run_call(
                 attempt, limits.policy, deadline=deadline, on_retry=announce_retry
             )
     except TimeoutError:
+        detail = f"no complete answer within the call's {limits.timeout_s:g} s limit"
+        hint = ""
+        if waiting_for_slot:  # the limit ran out before the request could even be sent
+            detail += (
+                f"; it was still waiting for a free slot (all {limiter.total_tokens:g} concurrent "
+                f"{provider.label} requests this server allows were in use)"
+            )
+            hint = "Too many calls are running at once: call again in a little while, or with a larger timeout_s."
         raise UpstreamFailure(
             provider.label,
             "deadline",
-            detail=f"no complete answer within the call's {limits.timeout_s:g} s limit",
-            attempts=attempts_made,
+            detail=detail,
+            attempts=attempts_made - 1 if waiting_for_slot else attempts_made,
             partial_text="".join(sink.parts),
+            hint=hint,
         ) from None
     latency_ms = (anyio.current_time() - started) * 1000.0
     return CallOutcome(completion=completion, attempts=attempts, latency_ms=round(latency_ms, 1))

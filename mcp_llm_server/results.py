@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["AskResult", "TokenUsage"]
+__all__ = ["AskManyResult", "AskResult", "TargetAnswer", "TargetError", "TokenUsage"]
 
 
 class TokenUsage(BaseModel):
@@ -24,3 +24,35 @@ class AskResult(BaseModel):
     latency_ms: float = Field(description="Wall time of the whole call, retries included.")
     attempts: int = Field(description="Upstream requests made (1 unless a transient failure was retried).")
     request_id: str | None = Field(description="The provider's request id, for support tickets.")
+
+
+class TargetError(BaseModel):
+    kind: str = Field(
+        description="What went wrong: not_configured, rate_limited, overloaded, server_error, authentication, "
+        "permission, bad_request, not_found, timeout, stalled, connection, stream_error, deadline, internal..."
+    )
+    message: str = Field(description="What happened and what to do, in words.")
+    status: int | None = Field(description="The upstream HTTP status, when there was one.")
+    request_id: str | None = Field(description="The provider's request id, when there was one.")
+    retryable: bool = Field(description="Whether calling again may succeed.")
+    partial_text: str = Field(description="Answer text received before a stream broke (often empty).")
+
+
+class TargetAnswer(BaseModel):
+    target: str = Field(description="The target as `provider:model` (the default model filled in).")
+    provider: str = Field(description="`openai` or `anthropic`.")
+    model: str = Field(description="The model that answered as the provider named it, or the model asked for.")
+    text: str | None = Field(description="The answer; null when this target failed.")
+    stop_reason: str | None = Field(description="Why the answer ended (see ask_openai); null on failure.")
+    usage: TokenUsage | None = Field(description="Token usage; null on failure.")
+    latency_ms: float = Field(description="Wall time of this target, retries and any wait for a free slot included.")
+    attempts: int = Field(description="Upstream requests made for this target (0 if none was made).")
+    request_id: str | None = Field(description="The provider's request id, for support tickets.")
+    error: TargetError | None = Field(description="Why this target failed; null when it answered.")
+
+
+class AskManyResult(BaseModel):
+    answers: list[TargetAnswer] = Field(description="One entry per target, in the order the targets were given.")
+    succeeded: int = Field(description="Targets that answered.")
+    failed: int = Field(description="Targets that failed (their entries carry `error`).")
+    latency_ms: float = Field(description="Wall time of the whole fan-out.")

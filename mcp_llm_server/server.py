@@ -15,7 +15,9 @@ from .logs import MCP_TO_PYTHON_LEVEL
 from .settings import Settings
 from .state import AppState, app_lifespan
 from .tools.ask import register_ask_tools
+from .tools.catalog import register_catalog
 from .tools.extract import register_extract_tool
+from .tools.fanout import register_fanout_tool
 
 __all__ = ["INSTRUCTIONS", "build_server"]
 
@@ -26,7 +28,10 @@ conversation), optional `system`, `model`, `max_tokens` and `timeout_s`, and ret
 model used, token usage, latency and the upstream request id. Answers stream as progress notifications.
 Transient upstream failures are retried; other failures come back as errors that say what to do.
 `extract_json` turns free text into a JSON value that validates against a JSON Schema you give (native
-structured output, always validated, invalid answers sent back with the errors for another try)."""
+structured output, always validated, invalid answers sent back with the errors for another try).
+`ask_many` sends one prompt to several models at once (`targets` such as `openai`, `anthropic:claude-x`;
+default: every configured provider) and returns the answers side by side; `list_providers` (or the
+`llm://models` resource) shows the configured providers, default models and limits."""
 
 
 def build_server(settings: Settings) -> MCPServer:
@@ -47,6 +52,8 @@ def build_server(settings: Settings) -> MCPServer:
     )
     register_ask_tools(server)
     register_extract_tool(server)
+    register_fanout_tool(server)
+    register_catalog(server, settings)
     _add_logging_handler(server)
     return server
 

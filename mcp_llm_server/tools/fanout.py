@@ -1,0 +1,268 @@
+"""`ask_many`: one prompt to several models at once, every answer side by side.
+
+Each target is one `run_call` holding its provider's shared limiter, so a fan-out competes fairly with every
+other call for the provider's slots and never overruns `MCP_LLM_<PROVIDER>_CONCURRENCY`. One target's
+failure stays in its own entry; the call is an error only when every target failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, get_args
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from ..calls import CallLimits, run_call
+from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..progress import FanoutProgress, Progress, fanout_relay
+from ..providers.base import LLMRequest, ProviderId
+from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
+from ..state import AppState
+from .common import app_state, error_result, progress_sender, success_result
+from .params import MaxTokens, Prompt, System, TimeoutS
+
+__all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
+
+logger = logging.getLogger(__name__)
+
+MAX_TARGETS = 8
+_PROVIDERS: tuple[ProviderId, ...] = get_args(ProviderId)
+_ALIASES: dict[str, ProviderId] = {"openai": "openai", "anthropic": "anthropic", "claude": "anthropic"}
+
+Targets = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
+    Field(
+        min_length=1,
+        max_length=MAX_TARGETS,
+        description="Who to ask, each `provider` (its default model) or `provider:model` with the model "
+        "as the provider spells it, e.g. `openai`, `openai:gpt-5.1`, `anthropic:claude-sonnet-4-5` "
+        f"(`claude` is accepted for `anthropic`). At most {MAX_TARGETS}; repeating a target asks it again "
+        "(independent samples). Omit to ask every configured provider's default model.",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: ProviderId
+    model: str
+    label: str  # `provider:model`, with ` #n` for the n-th repeat of the same target
+
+
+def parse_targets(specs: list[str] | None, state: AppState) -> list[Target] | str:
+    """The targets to ask, or a message naming every malformed one (nothing is sent upstream then)."""
+    if specs is None:
+        chosen = [(pid, slot.default_model) for pid, slot in state.slots.items() if slot.adapter is not None]
+        if not chosen:
+            variables = " and ".join(slot.missing_variable for slot in state.slots.values())
+            return f"No provider is configured: set {variables} in the server's environment and restart it."
+    else:
+        chosen = []
+        problems = []
+        for spec in specs:
+            name, _, model = spec.strip().partition(":")
+            provider = _ALIASES.get(name.strip().lower())
+            model = model.strip()
+            if provider is None:
+                problems.append(f"`{spec}`: unknown provider `{name.strip()}` (use {' or '.join(_PROVIDERS)})")
+            elif ":" in spec and not model:
+                problems.append(f"`{spec}`: empty model name (write `{provider}` for its default model)")
+            else:
+                chosen.append((provider, model or state.slots[provider].default_model))
+        if problems:
+            return (
+                "Invalid targets: "
+                + "; ".join(problems)
+                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-4-5`."
+            )
+    seen: dict[str, int] = {}
+    targets = []
+    for provider, model in chosen:
+        base = f"{provider}:{model}"
+        seen[base] = seen.get(base, 0) + 1
+        label = base if seen[base] == 1 else f"{base} #{seen[base]}"
+        targets.append(Target(provider, model, label))
+    return targets
+
+
+def _failed(target: Target, started: float, error: TargetError, attempts: int) -> TargetAnswer:
+    return TargetAnswer(
+        target=target.label,
+        provider=target.provider,
+        model=target.model,
+        text=None,
+        stop_reason=None,
+        usage=None,
+        latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
+        attempts=attempts,
+        request_id=error.request_id,
+        error=error,
+    )
+
+
+async def _ask_target(
+    state: AppState, target: Target, request: LLMRequest, limits: CallLimits, progress: Progress
+) -> TargetAnswer:
+    """One target's answer, or its error; never raises (except for cancellation)."""
+    slot = state.slots[target.provider]
+    started = anyio.current_time()
+    try:
+        provider = slot.require()
+        outcome = await run_call(provider, request, limiter=slot.limiter, limits=limits, progress=progress)
+    except ProviderNotConfigured as exc:
+        error = TargetError(
+            kind="not_configured", message=str(exc), status=None, request_id=None, retryable=False, partial_text=""
+        )
+        return _failed(target, started, error, attempts=0)
+    except UpstreamFailure as failure:
+        logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
+        error = TargetError(
+            kind=failure.kind,
+            message=state.redact(failure.describe()),
+            status=failure.status,
+            request_id=failure.request_id,
+            retryable=failure.retryable,
+            partial_text=failure.partial_text,
+        )
+        return _failed(target, started, error, attempts=failure.attempts)
+    except Exception as exc:  # a bug in one target must not take the others down
+        logger.exception("%s call to %s failed unexpectedly", slot.label, request.model)
+        error = TargetError(
+            kind="internal",
+            message=state.redact(f"{slot.label}: unexpected error ({type(exc).__name__}: {exc})."),
+            status=None,
+            request_id=None,
+            retryable=False,
+            partial_text="",
+        )
+        return _failed(target, started, error, attempts=0)
+    completion = outcome.completion
+    return TargetAnswer(
+        target=target.label,
+        provider=target.provider,
+        model=completion.model,
+        text=completion.text,
+        stop_reason=completion.stop_reason,
+        usage=TokenUsage(input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens),
+        latency_ms=outcome.latency_ms,
+        attempts=outcome.attempts,
+        request_id=completion.request_id,
+        error=None,
+    )
+
+
+def _render(result: AskManyResult) -> str:
+    """The answers as Markdown sections, in target order: what the host's model reads."""
+    total = len(result.answers)
+    lines = [f"{result.succeeded} of {total} targets answered ({result.latency_ms / 1000:.1f} s)."]
+    for answer in result.answers:
+        if answer.error is None:
+            usage = answer.usage
+            tokens = f", {usage.input_tokens}→{usage.output_tokens} tokens" if usage and usage.output_tokens else ""
+            lines.append(f"\n## {answer.target} (model {answer.model}, {answer.latency_ms / 1000:.1f} s{tokens})\n")
+            lines.append(answer.text or "")
+        else:
+            lines.append(f"\n## {answer.target}: failed ({answer.error.kind})\n")
+            lines.append(answer.error.message)
+            if answer.error.partial_text:
+                lines.append(f"\nPartial answer received before the failure:\n{answer.error.partial_text}")
+    return "\n".join(lines)
+
+
+async def _fan_out(
+    state: AppState, targets: list[Target], request: LLMRequest, limits: CallLimits, progress: FanoutProgress
+) -> list[TargetAnswer]:
+    answers: list[TargetAnswer | None] = [None] * len(targets)
+    finished = 0
+
+    async def one(index: int, target: Target) -> None:
+        nonlocal finished
+        target_request = LLMRequest(
+            prompt=request.prompt,
+            model=target.model,
+            max_tokens=request.max_tokens,
+            system=request.system,
+        )
+        answer = await _ask_target(state, target, target_request, limits, progress.channel(target.label))
+        answers[index] = answer
+        finished += 1
+        line = f"{finished}/{len(targets)} targets finished"
+        how = f"failed ({answer.error.kind})" if answer.error else f"answered in {answer.latency_ms / 1000:.1f} s"
+        await progress.flush()  # the target's last text goes before its "finished" line
+        await progress.status(f"[{target.label}] {how}; {line}")
+
+    await progress.status(f"Asking {len(targets)} targets at once: {', '.join(t.label for t in targets)}")
+    async with anyio.create_task_group() as tg:
+        for index, target in enumerate(targets):
+            tg.start_soon(one, index, target)
+    return [answer for answer in answers if answer is not None]
+
+
+async def _ask_many(
+    ctx: Context[AppState],
+    *,
+    prompt: str,
+    targets: list[str] | None,
+    system: str | None,
+    max_tokens: int | None,
+    timeout_s: float | None,
+) -> CallToolResult:
+    state = app_state(ctx)
+    settings = state.settings
+    parsed = parse_targets(targets, state)
+    if isinstance(parsed, str):
+        return error_result(state, parsed)
+    size = len(prompt) + len(system or "")
+    if size > settings.max_prompt_chars:
+        return error_result(
+            state,
+            f"The prompt is {size:,} characters; this server accepts at most {settings.max_prompt_chars:,} "
+            "(MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
+        )
+    request = LLMRequest(prompt=prompt, model="", max_tokens=max_tokens or settings.max_tokens, system=system)
+    started = anyio.current_time()
+    async with fanout_relay(
+        progress_sender(ctx), interval_s=settings.progress_interval_s, tail_chars=settings.progress_tail_chars
+    ) as progress:
+        answers = await _fan_out(state, parsed, request, state.limits(timeout_s), progress)
+    failed = sum(1 for answer in answers if answer.error is not None)
+    result = AskManyResult(
+        answers=answers,
+        succeeded=len(answers) - failed,
+        failed=failed,
+        latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
+    )
+    structured = result.model_dump(mode="json")
+    if result.succeeded == 0:
+        return error_result(state, "Every target failed.\n\n" + _render(result), structured)
+    return success_result(_render(result), structured)
+
+
+def register_fanout_tool(server: MCPServer) -> None:
+    @server.tool(
+        name="ask_many",
+        title="Ask several models at once",
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False),
+        description="Send one prompt to several models at once (OpenAI and Anthropic, any mix, up to "
+        f"{MAX_TARGETS}) and return every answer side by side, each with its model, token usage, latency "
+        "and attempts. Use it to compare models or collect independent opinions. A target that fails (unknown "
+        "model, rate limit, timeout) carries its error and does not affect the others; the call fails only if "
+        "every target failed. Answers stream as progress notifications prefixed with their target. "
+        "`timeout_s` bounds the whole fan-out.",
+    )
+    async def ask_many(
+        ctx: Context[AppState],
+        prompt: Prompt,
+        targets: Targets = None,
+        system: System = None,
+        max_tokens: MaxTokens = None,
+        timeout_s: TimeoutS = None,
+    ) -> Annotated[CallToolResult, AskManyResult]:
+        return await _ask_many(
+            ctx, prompt=prompt, targets=targets, system=system, max_tokens=max_tokens, timeout_s=timeout_s
+        )
