@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from . import __version__
 
@@ -78,7 +79,22 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     server = build_server(settings)
     anyio.run(lambda: serve_stdio(server, max_message_bytes=settings.max_message_bytes))
-    return 0
+    _exit_at_once(0)
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    """Exit without finalising the interpreter: tearing down the provider SDKs' objects takes seconds on a busy
+    machine, and a host that closed stdin or sent SIGTERM expects the server gone at once. Everything is closed
+    already (the lifespan closed the clients); only the logs and std streams need flushing."""
+    import contextlib
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

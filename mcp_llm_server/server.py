@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import mcp.types as types
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 
 from . import __version__
 from .logs import MCP_TO_PYTHON_LEVEL
@@ -55,6 +56,7 @@ def build_server(settings: Settings) -> MCPServer:
     register_fanout_tool(server)
     register_catalog(server, settings)
     _add_logging_handler(server)
+    _add_prompt_handler(server)
     return server
 
 
@@ -66,3 +68,16 @@ def _add_logging_handler(server: MCPServer) -> None:
         return types.EmptyResult()
 
     server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+
+def _add_prompt_handler(server: MCPServer) -> None:
+    """`prompts/get` for a name the server lacks: an INVALID_PARAMS error (the SDK logs a traceback, answers code 0)."""
+
+    async def get_prompt(
+        ctx: ServerRequestContext[AppState], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        if params.name not in {prompt.name for prompt in await server.list_prompts()}:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+        return await server._handle_get_prompt(ctx, params)
+
+    server._lowlevel_server.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
