@@ -50,19 +50,21 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> No
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()  # before the heavy imports, so a bad setting is reported at once
+    except SettingsError as exc:
+        print(f"mcp-llm-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
     import anyio
 
     from .logs import configure_logging
     from .redact import Redactor
     from .server import build_server
-    from .settings import SettingsError, load_settings
     from .stdio import serve_stdio
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"mcp-llm-server: configuration error: {exc}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level, Redactor(settings.secrets()))
     if args.transport == "http":
         from .http import HttpConfigError, check_exposure, serve_http
