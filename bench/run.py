@@ -164,14 +164,14 @@ class _Direct:
         self.anthropic = AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=standin.anthropic_base_url, max_retries=0)
 
     async def ask_openai(self, prompt: str) -> None:
-        stream = await self.openai.responses.create(model="gpt-5.1", input=prompt, max_output_tokens=4096, stream=True)
+        stream = await self.openai.responses.create(model="gpt-5.5", input=prompt, max_output_tokens=4096, stream=True)
         async with stream:
             async for _ in stream:
                 pass
 
     async def ask_claude(self, prompt: str) -> None:
         stream = await self.anthropic.messages.create(
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-5-5",
             max_tokens=4096,
             messages=[{"role": "user", "content": prompt}],
             stream=True,

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     )
 
     openai_api: OpenAIApi = "responses"
-    openai_model: str = Field(default="gpt-5.1", min_length=1)
-    anthropic_model: str = Field(default="claude-sonnet-4-5", min_length=1)
+    openai_model: str = Field(default="gpt-5.5", min_length=1)
+    anthropic_model: str = Field(default="claude-sonnet-5-5", min_length=1)
     max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
 
     connect_timeout_s: float = Field(default=10.0, gt=0, le=600)

@@ -33,19 +33,6 @@ LABELS = {"openai": "OpenAI", "anthropic": "Anthropic"}
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_settings(make_settings: SettingsFactory) -> SettingsFactory:
-    """The shared settings factory with a current Anthropic model.
-
-    anthropic 2.12 warns that the default `claude-sonnet-4-5` is deprecated, and warnings are errors here.
-    """
-
-    def make(**overrides: Any) -> Settings:
-        return make_settings(**{"anthropic_model": "claude-standin", **overrides})
-
-    return make
-
-
 @asynccontextmanager
 async def connect(settings: Settings, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
     """The real server built from `settings`, in memory, through the real MCP client."""

@@ -121,7 +121,7 @@ def test_inspector_tools_list(node_env: dict[str, str], standin: StandIn, strict
 
 @pytest.mark.parametrize(
     ("tool", "provider", "model"),
-    [("ask_openai", "openai", "gpt-5.1"), ("ask_claude", "anthropic", "claude-sonnet-4-5")],
+    [("ask_openai", "openai", "gpt-5.5"), ("ask_claude", "anthropic", "claude-sonnet-5-5")],
 )
 def test_inspector_tools_call(node_env: dict[str, str], standin: StandIn, tool: str, provider: str, model: str) -> None:
     """`tools/call` of each ask tool against the stand-in: exit 0 and the answer as text and structured content."""

@@ -128,7 +128,7 @@ async def test_valid_first_time(client: Client, standin: StandIn) -> None:
     assert json.loads(text_of(result)) == {"name": "Ann", "age": 30}
     info = summary(result)
     assert info["attempts"] == 1 and info["upstream_requests"] == 1
-    assert info["provider"] == "openai" and info["model"] == "gpt-5.1"
+    assert info["provider"] == "openai" and info["model"] == "gpt-5.5"
     assert info["usage"] == {"input_tokens": 50, "output_tokens": 9}
     assert len(standin.requests) == 1
 

@@ -103,9 +103,9 @@ async def test_defaults_skip_an_unconfigured_provider(make_settings: SettingsFac
     async with Client(build_server(make_settings(anthropic_api_key=None))) as client:
         defaults = await client.call_tool("ask_many", {"prompt": "hi"})
         explicit = await client.call_tool("ask_many", {"prompt": "hi", "targets": ["openai", "anthropic"]})
-    assert list(by_target(defaults)) == ["openai:gpt-5.1"]
+    assert list(by_target(defaults)) == ["openai:gpt-5.5"]
     assert not explicit.is_error
-    entry = by_target(explicit)["anthropic:claude-sonnet-4-5"]
+    entry = by_target(explicit)["anthropic:claude-sonnet-5-5"]
     assert entry["error"]["kind"] == "not_configured"
     assert "ANTHROPIC_API_KEY" in entry["error"]["message"]
     assert entry["attempts"] == 0

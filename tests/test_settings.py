@@ -49,7 +49,7 @@ def test_defaults(clean_env: Path) -> None:
     assert s.openai_api_key is None and s.anthropic_api_key is None
     assert s.openai_base_url is None and s.anthropic_base_url is None
     assert s.openai_api == "responses"
-    assert (s.openai_model, s.anthropic_model, s.max_tokens) == ("gpt-5.1", "claude-sonnet-4-5", 4096)
+    assert (s.openai_model, s.anthropic_model, s.max_tokens) == ("gpt-5.5", "claude-sonnet-5-5", 4096)
     assert (s.connect_timeout_s, s.call_timeout_s, s.max_call_timeout_s, s.stall_timeout_s) == (10, 300, 3600, 60)
     assert (s.max_attempts, s.backoff_initial_s, s.backoff_max_s, s.retry_after_max_s) == (4, 0.5, 8, 60)
     assert (s.openai_concurrency, s.anthropic_concurrency) == (8, 8)

@@ -40,7 +40,7 @@ Targets = Annotated[
         min_length=1,
         max_length=MAX_TARGETS,
         description="Who to ask, each `provider` (its default model) or `provider:model` with the model "
-        "as the provider spells it, e.g. `openai`, `openai:gpt-5.1`, `anthropic:claude-sonnet-4-5` "
+        "as the provider spells it, e.g. `openai`, `openai:gpt-5.5`, `anthropic:claude-sonnet-5-5` "
         f"(`claude` is accepted for `anthropic`). At most {MAX_TARGETS}; repeating a target asks it again "
         "(independent samples). Omit to ask every configured provider's default model.",
     ),
@@ -78,7 +78,7 @@ def parse_targets(specs: list[str] | None, state: AppState) -> list[Target] | st
             return (
                 "Invalid targets: "
                 + "; ".join(problems)
-                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-4-5`."
+                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-5-5`."
             )
     seen: dict[str, int] = {}
     targets = []
