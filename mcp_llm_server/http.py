@@ -158,6 +158,7 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str, stateles
         streamable_http_path=MCP_PATH,
         json_response=False,
         stateless_http=stateless,
+        max_request_body_size=settings.max_message_bytes,
         transport_security=transport_security(settings, host),
         host=host,
     )

@@ -103,6 +103,13 @@ class ProgressRelay:
         await self._send(float(self._count), message)
 
 
+async def _stop(lock: anyio.Lock, scope: anyio.CancelScope) -> None:
+    """Cancel a relay's task, but never in the middle of a notification: cancelled there, it would be lost
+    with its number taken (over Streamable HTTP a send waits until the response stream takes it)."""
+    async with lock:
+        scope.cancel()
+
+
 @asynccontextmanager
 async def progress_relay(
     send: SendProgress | None, *, interval_s: float, tail_chars: int, prefix: str = ""
@@ -120,7 +127,10 @@ async def progress_relay(
         except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             failure = exc
         finally:
-            tg.cancel_scope.cancel()
+            if failure is None:
+                await _stop(relay._lock, tg.cancel_scope)
+            else:
+                tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
     await relay.flush()
@@ -256,7 +266,10 @@ async def fanout_relay(
         except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             failure = exc
         finally:
-            tg.cancel_scope.cancel()
+            if failure is None:
+                await _stop(relay._lock, tg.cancel_scope)
+            else:
+                tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
     await relay.flush()

@@ -30,6 +30,7 @@ INITIALIZE = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
 }
 MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+BODY_LIMIT = 64 * 1024  # MCP_LLM_MAX_MESSAGE_BYTES of the stateless server
 
 
 # --- servers (one of each kind for the module; the stand-in upstream is shared by them) -----------------
@@ -54,7 +55,8 @@ def stateful(upstream: StandIn, workdir: Path) -> Iterator[HttpServer]:
 
 @pytest.fixture(scope="module")
 def stateless(upstream: StandIn, workdir: Path) -> Iterator[HttpServer]:
-    with running_http_server(server_env(upstream), workdir, "--stateless") as server:
+    env = server_env(upstream, MCP_LLM_MAX_MESSAGE_BYTES=str(BODY_LIMIT))
+    with running_http_server(env, workdir, "--stateless") as server:
         yield server
 
 
@@ -82,8 +84,6 @@ async def test_progress_streams_before_the_result(
     """Over Streamable HTTP (SSE responses), progress notifications arrive while the answer streams, then the result."""
     server: HttpServer = request.getfixturevalue(kind)
     chunks = [f"w{i} " for i in range(8)]
-    upstream.clear()
-    upstream.script(Reply(chunks=chunks, chunk_delay_s=0.05))
     events: list[tuple[float, float, str | None]] = []
     order: list[str] = []
 
@@ -92,14 +92,19 @@ async def test_progress_streams_before_the_result(
         order.append("progress")
 
     async with Client(server.mcp_url, mode=mode) as client:
+        # Both SDKs imported first: a fresh server imports them (in a thread, GIL-bound) at its first calls.
+        for warm_up in ("ask_openai", "ask_claude"):
+            assert not (await client.call_tool(warm_up, {"prompt": "warm up"})).is_error
+        upstream.clear()
+        upstream.script(Reply(chunks=chunks, chunk_delay_s=0.05))
         result = await client.call_tool(tool, {"prompt": "count"}, progress_callback=on_progress)
         order.append("result")
     assert not result.is_error, text_of(result)
     assert text_of(result) == "".join(chunks)
-    assert len(events) >= 2 and order == ["progress"] * len(events) + ["result"]
+    assert len(events) >= 2 and order == ["progress"] * len(events) + ["result"], server.stderr()[-6000:]
     (rec,) = upstream.requests
     # The first notification reached the client while the stand-in was still streaming (one clock: monotonic).
-    assert rec.finished_at is not None and events[0][0] < rec.finished_at
+    assert rec.finished_at is not None and events[0][0] < rec.finished_at, (events, rec.delta_sent_at, rec.received_at)
     values = [progress for _, progress, _ in events]
     assert values == sorted(set(values))
     assert events[-1][2] == "".join(chunks)
@@ -121,6 +126,14 @@ def test_healthz(stateful: HttpServer, guarded: HttpServer) -> None:
         response = httpx2.get(f"{server.base_url}/healthz", headers={"host": "lb.internal"})
         assert response.status_code == 200 and response.json() == {"status": "ok"}
     assert httpx2.post(f"{stateful.base_url}/healthz").status_code == 405
+
+
+def test_request_body_limit(stateless: HttpServer) -> None:
+    """A request body over MCP_LLM_MAX_MESSAGE_BYTES gets 413 before it reaches the MCP layer."""
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_openai", "arguments": {}}}
+    call["params"]["arguments"] = {"prompt": "x" * BODY_LIMIT}  # type: ignore[index]
+    response = httpx2.post(stateless.mcp_url, json=call, headers=MCP_HEADERS)
+    assert response.status_code == 413
 
 
 # --- bearer token -----------------------------------------------------------------------------------------
