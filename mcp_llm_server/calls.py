@@ -29,7 +29,7 @@ class CallOutcome:
 
 
 class _ForwardingSink:
-    """Collects the answer of the current attempt and forwards each delta to the progress relay."""
+    """Collects the answer of the current attempt; forwards each delta (answer or reasoning) to the progress relay."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
@@ -38,6 +38,10 @@ class _ForwardingSink:
     async def text(self, delta: str) -> None:
         self.parts.append(delta)
         self._progress.text(delta)
+
+    async def reasoning(self, delta: str) -> None:
+        # Not part of the answer: a failure after reasoning alone is still retried.
+        self._progress.reasoning(delta)
 
 
 async def run_call(

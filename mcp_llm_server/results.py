@@ -10,6 +10,11 @@ __all__ = ["AskManyResult", "AskResult", "TargetAnswer", "TargetError", "TokenUs
 class TokenUsage(BaseModel):
     input_tokens: int | None = Field(description="Tokens in the request, as the provider counted them.")
     output_tokens: int | None = Field(description="Tokens in the answer, as the provider counted them.")
+    reasoning_tokens: int | None = Field(
+        default=None,
+        description="Of output_tokens, those spent reasoning (OpenAI reasoning tokens, Anthropic thinking tokens); "
+        "null when the provider reports no separate count.",
+    )
 
 
 class AskResult(BaseModel):

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
 
     progress_interval_s: float = Field(default=0.25, ge=0, le=60)
     progress_tail_chars: int = Field(default=600, ge=0, le=100_000)
+    heartbeat_s: float = Field(default=10.0, ge=0, le=3600)  # 0: no heartbeats
     max_prompt_chars: int = Field(default=400_000, ge=1, le=50_000_000)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..clients import LazyClient
 from ..errors import FailureKind, UpstreamFailure
 from .base import (
+    REASONING_BUDGETS,
     Completion,
     LLMRequest,
     ProviderId,
@@ -16,6 +17,7 @@ from .base import (
     Usage,
     failure_from_status,
     normalise_stop_reason,
+    output_allowance,
     stall_guard,
 )
 
@@ -107,10 +109,15 @@ class AnthropicMessages:
         if request.output_format is not None and request.output_format.schema is not None:
             output_format = {"type": "json_schema", "schema": _messages_schema(request.output_format.schema)}
             params["output_config"] = {"format": output_format}
+        if request.reasoning_effort is not None:
+            # max_tokens covers thinking and answer: the budget is added on top (output_allowance), so it stays
+            # below max_tokens and the answer keeps its own allowance. `display`: newer models omit it by default.
+            budget = REASONING_BUDGETS[request.reasoning_effort]
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget, "display": "summarized"}
         with stall_guard(stall_s, self.label) as clock:
             stream = await client.messages.create(
                 model=request.model,
-                max_tokens=request.max_tokens,
+                max_tokens=output_allowance(request),
                 messages=[{"role": "user", "content": request.prompt}],
                 stream=True,
                 **params,
@@ -130,6 +137,7 @@ class AnthropicMessages:
         parts: list[str] = []
         completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
         usage = Usage()
+        thinking_blocks = 0
         async with stream:
             async for event in stream:
                 clock.touch()
@@ -137,6 +145,12 @@ class AnthropicMessages:
                     if event.delta.type == "text_delta":
                         parts.append(event.delta.text)
                         await sink.text(event.delta.text)
+                    elif event.delta.type == "thinking_delta" and event.delta.thinking:
+                        await sink.reasoning(event.delta.thinking)
+                elif event.type == "content_block_start" and event.content_block.type == "thinking":
+                    thinking_blocks += 1
+                    if thinking_blocks > 1:  # interleaved thinking: a blank line between blocks
+                        await sink.reasoning("\n\n")
                 elif event.type == "message_start":
                     completion.model = event.message.model or request.model
                     usage.input_tokens = event.message.usage.input_tokens
@@ -146,6 +160,8 @@ class AnthropicMessages:
                     usage.output_tokens = event.usage.output_tokens
                     if event.usage.input_tokens is not None:
                         usage.input_tokens = event.usage.input_tokens
+                    if event.usage.output_tokens_details is not None:  # thinking tokens, when the API counts them
+                        usage.reasoning_tokens = event.usage.output_tokens_details.thinking_tokens
         completion.usage = usage
         completion.text = "".join(parts)
         return completion

@@ -13,20 +13,28 @@ from ..errors import FailureKind, UpstreamFailure
 from ..resilience import parse_retry_after, retry_status
 
 __all__ = [
+    "REASONING_BUDGETS",
     "Completion",
     "LLMRequest",
     "OutputFormat",
     "Provider",
     "ProviderId",
+    "ReasoningEffort",
     "StallClock",
     "StreamSink",
     "Usage",
     "failure_from_status",
     "normalise_stop_reason",
+    "output_allowance",
     "stall_guard",
 ]
 
 ProviderId = Literal["openai", "anthropic"]
+ReasoningEffort = Literal["low", "medium", "high"]
+
+# Tokens of reasoning allowed per effort, on top of the answer's `max_tokens` (Anthropic's `budget_tokens`, at least
+# 1,024; OpenAI counts reasoning inside `max_output_tokens`, so it gets the same headroom).
+REASONING_BUDGETS: dict[ReasoningEffort, int] = {"low": 2_048, "medium": 8_192, "high": 16_384}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,15 @@ class LLMRequest:
     system: str | None = None
     temperature: float | None = None
     output_format: OutputFormat | None = None
+    reasoning_effort: ReasoningEffort | None = None
+
+
+def output_allowance(request: LLMRequest) -> int:
+    """Output tokens to ask for: the answer's `max_tokens`, plus the reasoning budget when reasoning is asked for
+    (the APIs count reasoning and answer together, so without it thinking could eat the whole answer)."""
+    if request.reasoning_effort is None:
+        return request.max_tokens
+    return request.max_tokens + REASONING_BUDGETS[request.reasoning_effort]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,7 @@ class OutputFormat:
 class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
+    reasoning_tokens: int | None = None  # part of output_tokens; None when the API reports no separate count
 
 
 @dataclass(slots=True)
@@ -66,9 +84,11 @@ class Completion:
 
 
 class StreamSink(Protocol):
-    """Receives answer text as it streams in."""
+    """Receives answer text, and reasoning (summary or thinking) text, as they stream in."""
 
     async def text(self, delta: str) -> None: ...
+
+    async def reasoning(self, delta: str) -> None: ...
 
 
 class Provider(Protocol):

@@ -16,6 +16,7 @@ from .base import (
     Usage,
     failure_from_status,
     normalise_stop_reason,
+    output_allowance,
     stall_guard,
 )
 
@@ -87,9 +88,11 @@ class OpenAIResponses(_OpenAIBase):
     """`POST /v1/responses` with `stream: true`."""
 
     async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
-        params: dict[str, Any] = {"max_output_tokens": request.max_tokens}
+        params: dict[str, Any] = {"max_output_tokens": output_allowance(request)}
         if request.system:
             params["instructions"] = request.system
+        if request.reasoning_effort is not None:
+            params["reasoning"] = {"effort": request.reasoning_effort, "summary": "auto"}
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.output_format is not None:
@@ -110,12 +113,17 @@ class OpenAIResponses(_OpenAIBase):
     ) -> Completion:
         parts: list[str] = []
         completion = Completion(text="", model=request.model, stop_reason=None, request_id=request_id)
+        reasoning = _ReasoningJoiner(sink)
         async with stream:
             async for event in stream:
                 clock.touch()
                 if event.type == "response.output_text.delta":
                     parts.append(event.delta)
                     await sink.text(event.delta)
+                elif event.type == "response.reasoning_summary_text.delta":
+                    await reasoning.add((event.item_id, event.summary_index), event.delta)
+                elif event.type == "response.reasoning_text.delta":  # raw reasoning (open-weight models)
+                    await reasoning.add((event.item_id, event.content_index), event.delta)
                 elif event.type in ("response.completed", "response.incomplete"):
                     response = event.response
                     completion.model = response.model or request.model
@@ -123,7 +131,12 @@ class OpenAIResponses(_OpenAIBase):
                     raw_reason = details.reason if details is not None and details.reason else response.status
                     completion.stop_reason = normalise_stop_reason(raw_reason)
                     if response.usage is not None:
-                        completion.usage = Usage(response.usage.input_tokens, response.usage.output_tokens)
+                        details = getattr(response.usage, "output_tokens_details", None)
+                        completion.usage = Usage(
+                            response.usage.input_tokens,
+                            response.usage.output_tokens,
+                            reasoning_tokens=getattr(details, "reasoning_tokens", None),
+                        )
                 elif event.type == "response.failed":
                     error = event.response.error
                     raise UpstreamFailure(
@@ -143,6 +156,22 @@ class OpenAIResponses(_OpenAIBase):
                     )
         completion.text = "".join(parts)
         return completion
+
+
+class _ReasoningJoiner:
+    """Forwards reasoning deltas, with a blank line where a new summary part (or reasoning item) begins."""
+
+    def __init__(self, sink: StreamSink) -> None:
+        self._sink = sink
+        self._part: object = None
+
+    async def add(self, part: object, delta: str) -> None:
+        if not delta:
+            return
+        if self._part is not None and part != self._part:
+            delta = "\n\n" + delta
+        self._part = part
+        await self._sink.reasoning(delta)
 
 
 def _kind_of_stream_error(code: str | None) -> Any:
@@ -176,9 +205,11 @@ class OpenAIChat(_OpenAIBase):
         if request.system:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
-        params: dict[str, Any] = {"max_tokens": request.max_tokens}
+        params: dict[str, Any] = {"max_tokens": output_allowance(request)}
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.reasoning_effort is not None:
+            params["reasoning_effort"] = request.reasoning_effort
         if request.output_format is not None:
             params["response_format"] = _chat_response_format(request.output_format)
         with stall_guard(stall_s, self.label) as clock:
@@ -210,12 +241,23 @@ class OpenAIChat(_OpenAIBase):
                     completion.model = chunk.model
                 if chunk.choices:
                     choice = chunk.choices[0]
-                    if choice.delta is not None and choice.delta.content:
-                        parts.append(choice.delta.content)
-                        await sink.text(choice.delta.content)
+                    if choice.delta is not None:
+                        # Compatible servers (vLLM, Ollama, DeepSeek…) stream reasoning in a field of their own.
+                        extra = choice.delta.model_extra or {}
+                        thinking = extra.get("reasoning_content") or extra.get("reasoning")
+                        if isinstance(thinking, str) and thinking:
+                            await sink.reasoning(thinking)
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            await sink.text(choice.delta.content)
                     if choice.finish_reason:
                         completion.stop_reason = normalise_stop_reason(choice.finish_reason)
                 if chunk.usage is not None:
-                    completion.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    details = chunk.usage.completion_tokens_details
+                    completion.usage = Usage(
+                        chunk.usage.prompt_tokens,
+                        chunk.usage.completion_tokens,
+                        reasoning_tokens=details.reasoning_tokens if details is not None else None,
+                    )
         completion.text = "".join(parts)
         return completion

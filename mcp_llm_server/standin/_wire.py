@@ -222,6 +222,8 @@ def chat_stream(c: Completion, *, include_usage: bool) -> list[SseEvent]:
         return {**head, "choices": [choice], **({"usage": None} if include_usage else {})}
 
     events = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
+    # Reasoning as vLLM and DeepSeek stream it (OpenAI's own Chat Completions streams none).
+    events += [sse(chunk({"reasoning_content": piece}), kind="reasoning") for piece in c.reasoning]
     events += [sse(chunk({"content": piece}), kind="text") for piece in c.chunks]
     events.append(sse(chunk({}, _finish_reason(c))))
     if include_usage:
@@ -292,7 +294,9 @@ def messages_stream(c: Completion) -> list[SseEvent]:
     texts = [{"type": "text_delta", "text": piece} for piece in c.chunks]
     block(index, {"type": "text", "text": ""}, texts, "text")
     delta = {"stop_reason": _stop_reason(c), "stop_sequence": None}
-    usage = {"output_tokens": c.output_tokens}
+    usage: dict[str, Any] = {"output_tokens": c.output_tokens}
+    if c.reasoning:
+        usage["output_tokens_details"] = {"thinking_tokens": len(c.reasoning)}
     events.append(sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta"))
     events.append(sse({"type": "message_stop"}, "message_stop"))
     return events

@@ -12,11 +12,11 @@ from mcp.types import CallToolResult, ToolAnnotations
 from ..calls import run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import progress_relay
-from ..providers.base import LLMRequest, ProviderId
+from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskResult, TokenUsage
 from ..state import AppState
 from .common import app_state, error_result, progress_sender, success_result
-from .params import MaxTokens, Model, Prompt, System, Temperature, TimeoutS
+from .params import MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
 __all__ = ["ask", "register_ask_tools"]
 
@@ -40,6 +40,7 @@ async def ask(
     max_tokens: int | None,
     temperature: float | None,
     timeout_s: float | None,
+    reasoning_effort: ReasoningEffort | None = None,
 ) -> CallToolResult:
     state = app_state(ctx)
     slot = state.slots[provider_id]
@@ -60,6 +61,7 @@ async def ask(
         max_tokens=max_tokens or state.settings.max_tokens,
         system=system,
         temperature=temperature,
+        reasoning_effort=reasoning_effort,
     )
     settings = state.settings
     try:
@@ -67,6 +69,8 @@ async def ask(
             progress_sender(ctx),
             interval_s=settings.progress_interval_s,
             tail_chars=settings.progress_tail_chars,
+            heartbeat_s=settings.heartbeat_s,
+            waiting_for=f"{slot.label} {request.model}",
         ) as progress:
             outcome = await run_call(
                 provider, request, limiter=slot.limiter, limits=state.limits(timeout_s), progress=progress
@@ -83,7 +87,11 @@ async def ask(
         provider=provider_id,
         model=completion.model,
         stop_reason=completion.stop_reason,
-        usage=TokenUsage(input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens),
+        usage=TokenUsage(
+            input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens,
+            reasoning_tokens=completion.usage.reasoning_tokens,
+        ),
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,
@@ -108,6 +116,7 @@ def register_ask_tools(server: MCPServer) -> None:
         max_tokens: MaxTokens = None,
         temperature: Temperature = None,
         timeout_s: TimeoutS = None,
+        reasoning_effort: ReasoningEffortArg = None,
     ) -> Annotated[CallToolResult, AskResult]:
         return await ask(
             ctx,
@@ -118,6 +127,7 @@ def register_ask_tools(server: MCPServer) -> None:
             max_tokens=max_tokens,
             temperature=temperature,
             timeout_s=timeout_s,
+            reasoning_effort=reasoning_effort,
         )
 
     @server.tool(
@@ -135,6 +145,7 @@ def register_ask_tools(server: MCPServer) -> None:
         model: Model = None,
         max_tokens: MaxTokens = None,
         timeout_s: TimeoutS = None,
+        reasoning_effort: ReasoningEffortArg = None,
     ) -> Annotated[CallToolResult, AskResult]:
         # No temperature: the Anthropic SDK 2.x Messages API no longer takes one.
         return await ask(
@@ -146,4 +157,5 @@ def register_ask_tools(server: MCPServer) -> None:
             max_tokens=max_tokens,
             temperature=None,
             timeout_s=timeout_s,
+            reasoning_effort=reasoning_effort,
         )

@@ -331,7 +331,12 @@ async def _ask(
             raise UpstreamFailure(slot.label, "deadline", detail="the call's time limit ran out between attempts")
         try:
             async with progress_relay(
-                send, interval_s=settings.progress_interval_s, tail_chars=settings.progress_tail_chars, prefix=prefix
+                send,
+                interval_s=settings.progress_interval_s,
+                tail_chars=settings.progress_tail_chars,
+                prefix=prefix,
+                heartbeat_s=settings.heartbeat_s,
+                waiting_for=f"{slot.label} {run.model}",
             ) as progress:
                 return await run_call(
                     adapter,

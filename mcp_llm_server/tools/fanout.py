@@ -20,11 +20,11 @@ from pydantic import Field
 from ..calls import CallLimits, run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import FanoutProgress, Progress, fanout_relay
-from ..providers.base import LLMRequest, ProviderId
+from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
 from ..state import AppState
 from .common import app_state, error_result, progress_sender, success_result
-from .params import MaxTokens, Prompt, System, TimeoutS
+from .params import MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
 
@@ -148,7 +148,11 @@ async def _ask_target(
         model=completion.model,
         text=completion.text,
         stop_reason=completion.stop_reason,
-        usage=TokenUsage(input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens),
+        usage=TokenUsage(
+            input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens,
+            reasoning_tokens=completion.usage.reasoning_tokens,
+        ),
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,
@@ -187,9 +191,11 @@ async def _fan_out(
             model=target.model,
             max_tokens=request.max_tokens,
             system=request.system,
+            reasoning_effort=request.reasoning_effort,
         )
         answer = await _ask_target(state, target, target_request, limits, progress.channel(target.label))
         answers[index] = answer
+        progress.done(target.label)  # heartbeats name only the targets still running
         finished += 1
         line = f"{finished}/{len(targets)} targets finished"
         how = f"failed ({answer.error.kind})" if answer.error else f"answered in {answer.latency_ms / 1000:.1f} s"
@@ -211,6 +217,7 @@ async def _ask_many(
     system: str | None,
     max_tokens: int | None,
     timeout_s: float | None,
+    reasoning_effort: ReasoningEffort | None = None,
 ) -> CallToolResult:
     state = app_state(ctx)
     settings = state.settings
@@ -224,10 +231,19 @@ async def _ask_many(
             f"The prompt is {size:,} characters; this server accepts at most {settings.max_prompt_chars:,} "
             "(MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
         )
-    request = LLMRequest(prompt=prompt, model="", max_tokens=max_tokens or settings.max_tokens, system=system)
+    request = LLMRequest(
+        prompt=prompt,
+        model="",
+        max_tokens=max_tokens or settings.max_tokens,
+        system=system,
+        reasoning_effort=reasoning_effort,
+    )
     started = anyio.current_time()
     async with fanout_relay(
-        progress_sender(ctx), interval_s=settings.progress_interval_s, tail_chars=settings.progress_tail_chars
+        progress_sender(ctx),
+        interval_s=settings.progress_interval_s,
+        tail_chars=settings.progress_tail_chars,
+        heartbeat_s=settings.heartbeat_s,
     ) as progress:
         answers = await _fan_out(state, parsed, request, state.limits(timeout_s), progress)
     failed = sum(1 for answer in answers if answer.error is not None)
@@ -262,7 +278,14 @@ def register_fanout_tool(server: MCPServer) -> None:
         system: System = None,
         max_tokens: MaxTokens = None,
         timeout_s: TimeoutS = None,
+        reasoning_effort: ReasoningEffortArg = None,
     ) -> Annotated[CallToolResult, AskManyResult]:
         return await _ask_many(
-            ctx, prompt=prompt, targets=targets, system=system, max_tokens=max_tokens, timeout_s=timeout_s
+            ctx,
+            prompt=prompt,
+            targets=targets,
+            system=system,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            reasoning_effort=reasoning_effort,
         )

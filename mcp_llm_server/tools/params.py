@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-__all__ = ["MaxTokens", "Model", "Prompt", "System", "Temperature", "TimeoutS"]
+__all__ = ["MaxTokens", "Model", "Prompt", "ReasoningEffortArg", "System", "Temperature", "TimeoutS"]
 
 Prompt = Annotated[
     str,
@@ -47,5 +47,14 @@ TimeoutS = Annotated[
         le=3600,
         description="Give up after this many seconds for the whole call, retries included. "
         "Omit for the server's default.",
+    ),
+]
+ReasoningEffortArg = Annotated[
+    Literal["low", "medium", "high"] | None,
+    Field(
+        description="Let the model reason before answering: `low`, `medium` or `high` effort (OpenAI reasoning "
+        "effort; Anthropic extended thinking with a budget of 2,048, 8,192 or 16,384 tokens, added to max_tokens). "
+        "Its reasoning summary streams as progress marked `[reasoning]`. Omit for the model's default "
+        "(no extended thinking on Anthropic).",
     ),
 ]
