@@ -185,6 +185,13 @@ class ProgressRelay(_Relay):
         return f"{self._prefix}still waiting for {self._waiting_for} ({elapsed})…"
 
 
+async def _stop(lock: anyio.Lock, scope: anyio.CancelScope) -> None:
+    """Cancel a relay's task, but never in the middle of a notification: cancelled there, it would be lost
+    with its number taken (over Streamable HTTP a send waits until the response stream takes it)."""
+    async with lock:
+        scope.cancel()
+
+
 @asynccontextmanager
 async def progress_relay(
     send: SendProgress | None,
@@ -217,7 +224,10 @@ async def progress_relay(
         except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             failure = exc
         finally:
-            tg.cancel_scope.cancel()
+            if failure is None:
+                await _stop(relay._lock, tg.cancel_scope)
+            else:
+                tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
     await relay.flush()
@@ -343,7 +353,10 @@ async def fanout_relay(
         except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             failure = exc
         finally:
-            tg.cancel_scope.cancel()
+            if failure is None:
+                await _stop(relay._lock, tg.cancel_scope)
+            else:
+                tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
     await relay.flush()
