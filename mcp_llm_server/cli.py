@@ -66,6 +66,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .stdio import serve_stdio
 
     configure_logging(settings.log_level, Redactor(settings.secrets()))
+    try:
+        server = build_server(settings)  # checks MCP_LLM_TOOLS / MCP_LLM_DISABLED_TOOLS against the tools
+    except SettingsError as exc:
+        print(f"mcp-llm-server: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.transport == "http":
         from .http import HttpConfigError, check_exposure, serve_http
 
@@ -76,10 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"mcp-llm-server: {exc}", file=sys.stderr)
             return 2
         stateless = args.stateless or settings.http_stateless
-        server = build_server(settings)
         anyio.run(lambda: serve_http(server, settings, host=host, port=args.port or 8000, stateless=stateless))
         return 0
-    server = build_server(settings)
     anyio.run(lambda: serve_stdio(server, max_message_bytes=settings.max_message_bytes))
     _exit_at_once(0)
 

@@ -48,7 +48,7 @@ _HINT: dict[FailureKind, str] = {
     "authentication": "Check the API key configured for the server.",
     "permission": "The API key lacks access to this model or feature; use another model or key.",
     "bad_request": "Fix the arguments (model name, max_tokens, parameters) and call again.",
-    "not_found": "Check the model name.",
+    "not_found": "Check the model name: `list_models` lists the models each provider offers, and the aliases.",
     "conflict": "Call again.",
     "timeout": "Call again, perhaps with a larger timeout_s or a smaller max_tokens.",
     "stalled": "The provider stopped sending; call again.",

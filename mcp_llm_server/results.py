@@ -19,6 +19,11 @@ class TokenUsage(BaseModel):
 
 class AskResult(BaseModel):
     text: str = Field(description="The model's answer.")
+    truncated: bool = Field(default=False, description="Whether `text` was cut to the server's output cap.")
+    omitted_chars: int = Field(default=0, description="Characters cut from the end of `text`.")
+    truncation_note: str | None = Field(
+        default=None, description="How much was cut, and where to read the whole answer (null when nothing was)."
+    )
     provider: str = Field(description="`openai` or `anthropic`.")
     model: str = Field(description="The model that answered, as the provider named it.")
     stop_reason: str | None = Field(
@@ -48,6 +53,11 @@ class TargetAnswer(BaseModel):
     provider: str = Field(description="`openai` or `anthropic`.")
     model: str = Field(description="The model that answered as the provider named it, or the model asked for.")
     text: str | None = Field(description="The answer; null when this target failed.")
+    truncated: bool = Field(default=False, description="Whether `text` was cut to the server's output cap.")
+    omitted_chars: int = Field(default=0, description="Characters cut from the end of `text`.")
+    truncation_note: str | None = Field(
+        default=None, description="How much was cut, and where to read the whole answer (null when nothing was)."
+    )
     stop_reason: str | None = Field(description="Why the answer ended (see ask_openai); null on failure.")
     usage: TokenUsage | None = Field(description="Token usage; null on failure.")
     latency_ms: float = Field(description="Wall time of this target, retries and any wait for a free slot included.")

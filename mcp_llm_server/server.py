@@ -15,6 +15,7 @@ from . import __version__
 from .logs import MCP_TO_PYTHON_LEVEL
 from .settings import Settings
 from .state import AppState, app_lifespan
+from .surface import apply_tool_toggles, flatten_input_schemas
 from .tools.ask import register_ask_tools
 from .tools.catalog import register_catalog
 from .tools.extract import register_extract_tool
@@ -31,12 +32,15 @@ Transient upstream failures are retried; other failures come back as errors that
 `extract_json` turns free text into a JSON value that validates against a JSON Schema you give (native
 structured output, always validated, invalid answers sent back with the errors for another try).
 `ask_many` sends one prompt to several models at once (`targets` such as `openai`, `anthropic:claude-x`;
-default: every configured provider) and returns the answers side by side; `list_providers` (or the
-`llm://models` resource) shows the configured providers, default models and limits."""
+default: every configured provider) and returns the answers side by side; `list_models` shows each provider's
+models, default model and the aliases `model` accepts (`fast`...). Answers over a size cap come back truncated."""
 
 
 def build_server(settings: Settings) -> MCPServer:
-    """The server with every tool registered; nothing is started and no SDK is imported yet."""
+    """The server with the tools the settings expose; nothing is started and no SDK is imported yet.
+
+    Raises `SettingsError` when MCP_LLM_TOOLS or MCP_LLM_DISABLED_TOOLS names a tool the server lacks.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
@@ -55,6 +59,8 @@ def build_server(settings: Settings) -> MCPServer:
     register_extract_tool(server)
     register_fanout_tool(server)
     register_catalog(server, settings)
+    flatten_input_schemas(server)
+    apply_tool_toggles(server, settings)  # after every registration, so it covers every tool
     _add_logging_handler(server)
     _add_prompt_handler(server)
     return server

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .aliases import parse_aliases
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     openai_model: str = Field(default="gpt-5.5", min_length=1)
     anthropic_model: str = Field(default="claude-sonnet-5-5", min_length=1)
     max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+
+    # Model catalogue and the surface hosts see.
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # name -> `provider:model`
+    models_ttl_s: float = Field(default=3600.0, ge=0, le=604_800)  # 0: every list_models call asks upstream
+    tools: Annotated[list[str] | None, NoDecode] = None  # None: every tool (unless disabled)
+    disabled_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_output_chars: int = Field(default=80_000, ge=1_000, le=100_000_000)
 
     connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
     call_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
@@ -80,6 +89,27 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: object) -> object:
+        return parse_aliases(value)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _enabled_tools(cls, value: object) -> object:
+        if isinstance(value, str):  # blank: not set
+            return [item.strip() for item in value.split(",") if item.strip()] or None
+        return value
+
+    @field_validator("disabled_tools", mode="before")
+    @classmethod
+    def _disabled_tools(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if value and info.data.get("tools") is not None:
+            raise ValueError("set MCP_LLM_TOOLS (the tools to expose) or MCP_LLM_DISABLED_TOOLS, not both")
+        return value
 
     @field_validator("http_token", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import anyio
 from .calls import CallLimits
 from .clients import LazyClient
 from .errors import ProviderNotConfigured
+from .model_catalog import ModelCache
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
@@ -58,6 +59,7 @@ class AppState:
     settings: Settings
     slots: dict[ProviderId, ProviderSlot]
     clients: list[LazyClient[Any]]
+    models: ModelCache
     redact: Redactor
 
     def limits(self, timeout_s: float | None) -> CallLimits:
@@ -140,6 +142,8 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         slots={"openai": openai_slot, "anthropic": anthropic_slot},
         clients=[c for c in (openai_client, anthropic_client) if c is not None],
+        # A listing is one short response: bounded like the wait for a stream's first bytes.
+        models=ModelCache(ttl_s=settings.models_ttl_s, timeout_s=settings.stall_timeout_s),
         redact=Redactor(settings.secrets()),
     )
 

@@ -1,4 +1,4 @@
-"""The `llm://models` resource and the `list_providers` tool: configuration and limits, never a key."""
+"""The `llm://models` resource: configuration and limits, never a key (`list_models`: test_models_catalog.py)."""
 
 from __future__ import annotations
 
@@ -54,18 +54,15 @@ async def test_resource_is_listed_and_describes_both_providers(make_settings: Se
 
 
 async def test_no_key_and_no_url_secrets(make_settings: SettingsFactory, standin: StandIn) -> None:
-    """Keys, URL credentials and URL paths never appear; the tool returns the same data as the resource."""
+    """Keys, URL credentials and URL paths never appear, and reading the resource makes no upstream request."""
     url = "https://alice:url-password@proxy.example.com:8443/tenant-secret/v1"
     async with Client(build_server(make_settings(openai_base_url=url))) as client:
         catalog = await read_catalog(client)
-        tool = await client.call_tool("list_providers", {})
     raw = json.dumps(catalog)
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, "url-password", "alice", "tenant-secret"):
         assert secret not in raw
     assert catalog["providers"][0]["base_url_host"] == "proxy.example.com:8443"
     assert catalog["providers"][1]["base_url_host"] == f"127.0.0.1:{standin.port}"
-    assert not tool.is_error
-    assert tool.structured_content == catalog
     assert standin.requests == []
 
 

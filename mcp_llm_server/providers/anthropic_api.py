@@ -100,6 +100,20 @@ class AnthropicMessages:
                 raise
             raise failure from exc
 
+    async def list_models(self) -> list[str]:
+        """`GET /v1/models`, every page (newest models first)."""
+        import anthropic
+        import httpx2
+
+        client = await self._client.get()
+        try:
+            return [model.id async for model in client.models.list(limit=1000)]
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            failure = classify_anthropic_error(exc, self.label)
+            if failure is None:
+                raise
+            raise failure from exc
+
     async def _stream(
         self, client: AsyncAnthropic, request: LLMRequest, sink: StreamSink, stall_s: float
     ) -> Completion:

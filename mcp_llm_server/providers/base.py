@@ -99,6 +99,10 @@ class Provider(Protocol):
 
     async def stream(self, request: LLMRequest, sink: StreamSink, *, stall_s: float) -> Completion: ...
 
+    async def list_models(self) -> list[str]:
+        """The model ids the provider's models endpoint offers (one request, not retried)."""
+        ...
+
 
 _STOP_REASONS = {
     "end_turn": "end",

@@ -83,6 +83,19 @@ class _OpenAIBase:
     async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
         raise NotImplementedError
 
+    async def list_models(self) -> list[str]:
+        """`GET /v1/models` (one page: the endpoint does not paginate)."""
+        import openai
+
+        client = await self._client.get()
+        try:
+            return [model.id async for model in client.models.list()]
+        except openai.OpenAIError as exc:
+            failure = classify_openai_error(exc, self.label)
+            if failure is None:
+                raise
+            raise failure from exc
+
 
 class OpenAIResponses(_OpenAIBase):
     """`POST /v1/responses` with `stream: true`."""

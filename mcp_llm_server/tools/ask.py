@@ -9,13 +9,14 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 
+from ..aliases import AliasMismatch, model_for
 from ..calls import run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import progress_relay
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskResult, TokenUsage
 from ..state import AppState
-from .common import app_state, error_result, progress_sender, success_result
+from .common import answer_result, app_state, error_result, progress_sender
 from .params import MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
 __all__ = ["ask", "register_ask_tools"]
@@ -48,6 +49,10 @@ async def ask(
         provider = slot.require()
     except ProviderNotConfigured as exc:
         return error_result(state, str(exc))
+    try:
+        model = model_for(state.settings.model_aliases, provider_id, model, slot.default_model)
+    except AliasMismatch as exc:
+        return error_result(state, str(exc))
     limit = state.settings.max_prompt_chars
     if len(prompt) + len(system or "") > limit:
         return error_result(
@@ -57,7 +62,7 @@ async def ask(
         )
     request = LLMRequest(
         prompt=prompt,
-        model=model or slot.default_model,
+        model=model,
         max_tokens=max_tokens or state.settings.max_tokens,
         system=system,
         temperature=temperature,
@@ -96,7 +101,7 @@ async def ask(
         attempts=outcome.attempts,
         request_id=completion.request_id,
     )
-    return success_result(completion.text, result.model_dump(mode="json"))
+    return answer_result(state, result.model_dump(mode="json"))
 
 
 def register_ask_tools(server: MCPServer) -> None:

@@ -1,35 +1,59 @@
-"""What this server is configured to reach: the `llm://models` resource and the `list_providers` tool.
+"""What this server can reach: the `list_models` tool and the `llm://models` resource.
 
-Both give the same JSON: per provider whether it can be called (and which variable is missing if not), its
-default model, base URL host, API style and concurrency limit, plus the time limits and retry policy. Never a
-key, and only the host of a base URL (a path or user info may carry secrets).
+`list_models` gives, per provider, whether it can be called (and which variable is missing if not), its default
+model, base URL host, API style and concurrency limit, and the models its models endpoint offers (cached for
+`MCP_LLM_MODELS_TTL_S`, fetched again with `refresh`); plus the model aliases, time limits and retry policy. One
+provider's listing failing is reported in its entry; the others are listed all the same.
 
-The tool exists beside the resource because many hosts (Claude Desktop among them) let only the user attach
-resources: a model that wants to know its `ask_many` targets can call a tool, not read a resource.
+The resource gives the same without the live model lists: it makes no upstream request, and a static resource
+gets no state to share a cache with. The tool exists beside it because many hosts (Claude Desktop among them)
+let only the user attach resources; it replaces the earlier `list_providers` tool, whose data it includes, so a
+host pays for one catalogue tool definition, not two.
+
+Never a key, and only the host of a base URL (a path or user info may carry secrets).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from ..aliases import resolve_alias
+from ..model_catalog import ModelListing
 from ..settings import Settings
 from ..state import AppState, ProviderSlot, build_state
 from .common import app_state
 from .fanout import MAX_TARGETS
 
-__all__ = ["MODELS_URI", "ProviderCatalog", "ProviderInfo", "describe_providers", "register_catalog"]
+__all__ = [
+    "MODELS_URI",
+    "ModelCatalog",
+    "ProviderCatalog",
+    "ProviderInfo",
+    "ProviderModels",
+    "describe_models",
+    "describe_providers",
+    "register_catalog",
+]
 
 MODELS_URI = "llm://models"
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 _TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}
 _LIMIT_VARIABLES = {"openai": "MCP_LLM_OPENAI_CONCURRENCY", "anthropic": "MCP_LLM_ANTHROPIC_CONCURRENCY"}
+
+Refresh = Annotated[
+    bool,
+    Field(description="Fetch the model lists from the providers now instead of using the cached ones."),
+]
 
 
 class ProviderInfo(BaseModel):
@@ -46,6 +70,27 @@ class ProviderInfo(BaseModel):
     concurrency_variable: str = Field(description="The environment variable that sets `concurrency_limit`.")
 
 
+class ProviderModels(ProviderInfo):
+    models: list[str] | None = Field(
+        description="Model ids the provider's models endpoint offers (null when it could not be listed)."
+    )
+    models_error: str | None = Field(description="Why the models could not be listed (null when they were).")
+    models_fetched_at: str | None = Field(description="When the list was fetched (UTC, ISO 8601).")
+    models_from_cache: bool = Field(description="Whether the list came from the cache (see `refresh`).")
+    default_model_listed: bool | None = Field(
+        description="Whether the default model is among `models` (null when they could not be listed)."
+    )
+
+
+class AliasInfo(BaseModel):
+    name: str = Field(description="Give this as `model` (or as an `ask_many` target) to ask `provider`'s `model`.")
+    provider: str
+    model: str
+    listed: bool | None = Field(
+        default=None, description="Whether `model` is among its provider's listed models (null: not known)."
+    )
+
+
 class TimeLimits(BaseModel):
     call_timeout_s: float = Field(description="Default limit for a whole call (retries included).")
     max_call_timeout_s: float = Field(description="Largest `timeout_s` a call may ask for.")
@@ -60,13 +105,26 @@ class RetryPolicyInfo(BaseModel):
     retry_after_max_s: float = Field(description="Longest upstream `retry-after` the server waits for.")
 
 
-class ProviderCatalog(BaseModel):
-    providers: list[ProviderInfo]
+P = TypeVar("P", bound=ProviderInfo)
+
+
+class _Catalog(BaseModel, Generic[P]):
+    providers: list[P]
+    aliases: list[AliasInfo] = Field(description="Model aliases (MCP_LLM_MODEL_ALIASES).")
     max_fanout_targets: int = Field(description="Most targets one `ask_many` call takes.")
     default_max_tokens: int
     max_prompt_chars: int
+    max_output_chars: int = Field(description="Longest answer text returned whole; longer ones are truncated.")
     timeouts: TimeLimits
     retries: RetryPolicyInfo
+
+
+class ProviderCatalog(_Catalog[ProviderInfo]):
+    """The configuration: providers, aliases, limits."""
+
+
+class ModelCatalog(_Catalog[ProviderModels]):
+    """The configuration, with the models each provider offers."""
 
 
 def _host(base_url: str | None, provider: str) -> str:
@@ -101,13 +159,26 @@ def _provider_info(slot: ProviderSlot, settings: Settings) -> ProviderInfo:
     )
 
 
-def describe_providers(state: AppState) -> ProviderCatalog:
-    s = state.settings
-    return ProviderCatalog(
-        providers=[_provider_info(slot, s) for slot in state.slots.values()],
+def _aliases(settings: Settings, listings: dict[str, ModelListing]) -> list[AliasInfo]:
+    infos = []
+    for name in settings.model_aliases:
+        ref = resolve_alias(settings.model_aliases, name)
+        assert ref is not None
+        listing = listings.get(ref.provider)
+        listed = None if listing is None or listing.models is None else ref.model in listing.models
+        infos.append(AliasInfo(name=name, provider=ref.provider, model=ref.model, listed=listed))
+    return infos
+
+
+def _limits(settings: Settings, listings: dict[str, ModelListing]) -> dict[str, Any]:
+    """Every catalogue field but `providers`."""
+    s = settings
+    return dict(
+        aliases=_aliases(s, listings),
         max_fanout_targets=MAX_TARGETS,
         default_max_tokens=s.max_tokens,
         max_prompt_chars=s.max_prompt_chars,
+        max_output_chars=s.max_output_chars,
         timeouts=TimeLimits(
             call_timeout_s=s.call_timeout_s,
             max_call_timeout_s=s.max_call_timeout_s,
@@ -123,13 +194,51 @@ def describe_providers(state: AppState) -> ProviderCatalog:
     )
 
 
+def describe_providers(state: AppState) -> ProviderCatalog:
+    """The configuration alone: no upstream request."""
+    providers = [_provider_info(slot, state.settings) for slot in state.slots.values()]
+    return ProviderCatalog(providers=providers, **_limits(state.settings, {}))
+
+
+def _timestamp(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
+
+
+async def describe_models(state: AppState, *, refresh: bool) -> ModelCatalog:
+    """The configuration and every provider's models, listed at once (from the cache unless stale or `refresh`)."""
+    listings: dict[str, ModelListing] = {}
+
+    async def fetch(slot: ProviderSlot) -> None:
+        listings[slot.id] = await state.models.listing(slot, refresh=refresh)
+
+    async with anyio.create_task_group() as tg:
+        for slot in state.slots.values():
+            tg.start_soon(fetch, slot)
+    providers = []
+    for slot in state.slots.values():
+        listing = listings[slot.id]
+        info = _provider_info(slot, state.settings)
+        providers.append(
+            ProviderModels(
+                **dict(info),
+                models=listing.models,
+                models_error=None if listing.error is None else state.redact(listing.error),
+                models_fetched_at=_timestamp(listing.fetched_at),
+                models_from_cache=listing.from_cache,
+                default_model_listed=None if listing.models is None else info.default_model in listing.models,
+            )
+        )
+    return ModelCatalog(providers=providers, **_limits(state.settings, listings))
+
+
 def register_catalog(server: MCPServer, settings: Settings) -> None:
     @server.resource(
         MODELS_URI,
         name="models",
         title="Configured providers, default models and limits",
         description="JSON: each provider (configured or not, which variable is missing, default model, base URL "
-        "host, API style, concurrency limit), the time limits and the retry policy. Never a key.",
+        "host, API style, concurrency limit), the model aliases, the time limits and the retry policy. Never a "
+        "key; no upstream request (the `list_models` tool adds the models each provider offers).",
         mime_type="application/json",
     )
     async def models_resource() -> str:
@@ -137,13 +246,15 @@ def register_catalog(server: MCPServer, settings: Settings) -> None:
         return json.dumps(describe_providers(build_state(settings)).model_dump(mode="json"), indent=2)
 
     @server.tool(
-        name="list_providers",
-        title="List the configured providers",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True),
-        description="List the providers this server can ask (OpenAI, Anthropic): whether each is configured "
-        "(and which environment variable is missing if not), its default model, base URL host, API style and "
-        "concurrency limit, plus the time limits and retry policy. Makes no upstream request. Use it before "
-        "`ask_many` to see which targets are available. The same data is the `llm://models` resource.",
+        name="list_models",
+        title="List the available models",
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=True),
+        description="List the models you can ask: for each provider (OpenAI, Anthropic), the model ids its models "
+        "endpoint offers, its default model, and whether it is configured (if not, which environment variable "
+        "is missing); plus the model aliases this server defines (short names such as `fast`), the time limits "
+        "and the retry policy. Give a listed id or an alias as `model` (ask_openai, ask_claude, extract_json) or "
+        "as an `ask_many` target (`openai:<id>`, or the alias alone). Lists are cached; `refresh` fetches them "
+        "again. A provider whose list cannot be fetched says why in `models_error`; the others are still listed.",
     )
-    async def list_providers(ctx: Context[AppState]) -> ProviderCatalog:
-        return describe_providers(app_state(ctx))
+    async def list_models(ctx: Context[AppState], refresh: Refresh = False) -> ModelCatalog:
+        return await describe_models(app_state(ctx), refresh=refresh)

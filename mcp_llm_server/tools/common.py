@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
 from ..progress import SendProgress
+from ..results import TargetAnswer
 from ..state import AppState
 
-__all__ = ["app_state", "error_result", "progress_sender", "success_result"]
+__all__ = [
+    "Truncation",
+    "answer_budgets",
+    "answer_result",
+    "app_state",
+    "cap_answers",
+    "error_result",
+    "progress_sender",
+    "success_result",
+    "truncate_answer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +35,76 @@ def app_state(ctx: Context[AppState]) -> AppState:
 
 def success_result(text: str, structured: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+# --- the output cap: answers longer than MCP_LLM_MAX_OUTPUT_CHARS are cut, with a note saying so -----------------
+
+CAP_VARIABLE = "MCP_LLM_MAX_OUTPUT_CHARS"
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    text: str  # the answer as returned: whole, or its first characters
+    omitted_chars: int
+    note: str | None  # None when nothing was cut
+
+
+def answer_budgets(lengths: Sequence[int], cap: int) -> list[int]:
+    """Characters each answer keeps so that together they fit in `cap`: an answer shorter than an equal share
+    of what is left keeps every character; the longer ones share the rest equally."""
+    budgets = list(lengths)
+    if sum(lengths) <= cap:
+        return budgets
+    remaining, left = cap, len(lengths)
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        budgets[index] = min(lengths[index], remaining // left)
+        remaining -= budgets[index]
+        left -= 1
+    return budgets
+
+
+def truncate_answer(text: str, keep: int, *, cap: int, conversation_id: str | None) -> Truncation:
+    """`text` cut to its first `keep` characters, with a note on how much was cut and where the rest is."""
+    if len(text) <= keep:
+        return Truncation(text, 0, None)
+    omitted = len(text) - keep
+    if conversation_id:
+        where = f'the whole answer is saved: read it with `get_conversation` (conversation_id "{conversation_id}")'
+    else:
+        where = "ask for a shorter answer (a lower max_tokens or a narrower question) to get all of it"
+    note = (
+        f"[Truncated: {omitted:,} of {len(text):,} characters cut from the end to fit this server's output cap "
+        f"({CAP_VARIABLE} = {cap:,}); {where}.]"
+    )
+    return Truncation(text[:keep], omitted, note)
+
+
+def answer_result(state: AppState, structured: dict[str, Any]) -> CallToolResult:
+    """The success result of one answer (`structured["text"]`), truncated to the output cap when longer."""
+    cap = state.settings.max_output_chars
+    cut = truncate_answer(structured["text"], cap, cap=cap, conversation_id=structured.get("conversation_id"))
+    if cut.note is None:
+        return success_result(cut.text, structured)
+    structured = {
+        **structured,
+        "text": cut.text,
+        "truncated": True,
+        "omitted_chars": cut.omitted_chars,
+        "truncation_note": cut.note,
+    }
+    return success_result(f"{cut.text}\n\n{cut.note}", structured)
+
+
+def cap_answers(answers: Sequence[TargetAnswer], cap: int, conversation_id: str | None) -> None:
+    """Cut the answers of a fan-out, in place, so their texts together fit in `cap`."""
+    texts = [answer.text or "" for answer in answers]
+    for answer, text, keep in zip(answers, texts, answer_budgets([len(t) for t in texts], cap), strict=True):
+        cut = truncate_answer(text, keep, cap=cap, conversation_id=conversation_id)
+        if cut.note is not None:
+            answer.text = cut.text
+            answer.truncated = True
+            answer.omitted_chars = cut.omitted_chars
+            answer.truncation_note = cut.note
 
 
 def error_result(state: AppState, message: str, structured: dict[str, Any] | None = None) -> CallToolResult:

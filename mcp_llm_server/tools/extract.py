@@ -20,6 +20,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import CallOutcome, run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import SendProgress, progress_relay
@@ -261,8 +262,13 @@ async def extract_json(
         )
     except SchemaProblem as exc:
         return error_result(state, str(exc), {"error": {"kind": "invalid_schema", "message": str(exc)}})
-    provider_id: ProviderId = provider or settings.extract_provider
+    alias = resolve_alias(settings.model_aliases, model) if model else None
+    provider_id: ProviderId = provider or (alias.provider if alias else settings.extract_provider)
     slot = state.slots[provider_id]
+    try:
+        model = model_for(settings.model_aliases, provider_id, model, slot.default_model)
+    except AliasMismatch as exc:
+        return error_result(state, str(exc))
     try:
         adapter = slot.require()
     except ProviderNotConfigured as exc:
@@ -275,7 +281,7 @@ async def extract_json(
             f"The text, instructions and schema come to {size:,} characters; this server accepts at most "
             f"{settings.max_prompt_chars:,} (MCP_LLM_MAX_PROMPT_CHARS). Extract from a shorter part of the text.",
         )
-    run = _Run(checked=checked, max_attempts=max_attempts, model=model or slot.default_model)
+    run = _Run(checked=checked, max_attempts=max_attempts, model=model)
     send = _counting(progress_sender(ctx))
     deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
     ladder = format_ladder(checked, provider_id)

@@ -17,13 +17,14 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import CallLimits, run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import FanoutProgress, Progress, fanout_relay
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
 from ..state import AppState
-from .common import app_state, error_result, progress_sender, success_result
+from .common import app_state, cap_answers, error_result, progress_sender, success_result
 from .params import MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
@@ -39,10 +40,11 @@ Targets = Annotated[
     Field(
         min_length=1,
         max_length=MAX_TARGETS,
-        description="Who to ask, each `provider` (its default model) or `provider:model` with the model "
+        description="Who to ask, each `provider` (its default model), `provider:model` with the model "
         "as the provider spells it, e.g. `openai`, `openai:gpt-5.5`, `anthropic:claude-sonnet-5-5` "
-        f"(`claude` is accepted for `anthropic`). At most {MAX_TARGETS}; repeating a target asks it again "
-        "(independent samples). Omit to ask every configured provider's default model.",
+        "(`claude` is accepted for `anthropic`), or a model alias alone (`list_models` shows them). At most "
+        f"{MAX_TARGETS}; repeating a target asks it again (independent samples). Omit to ask every configured "
+        "provider's default model.",
     ),
 ]
 
@@ -64,16 +66,28 @@ def parse_targets(specs: list[str] | None, state: AppState) -> list[Target] | st
     else:
         chosen = []
         problems = []
+        aliases = state.settings.model_aliases
         for spec in specs:
             name, _, model = spec.strip().partition(":")
             provider = _ALIASES.get(name.strip().lower())
             model = model.strip()
-            if provider is None:
-                problems.append(f"`{spec}`: unknown provider `{name.strip()}` (use {' or '.join(_PROVIDERS)})")
+            alias = resolve_alias(aliases, name) if provider is None and ":" not in spec else None
+            if alias is not None:
+                chosen.append((alias.provider, alias.model))
+            elif provider is None:
+                what = "provider" if ":" in spec else "provider or model alias"
+                problems.append(
+                    f"`{spec}`: unknown {what} `{name.strip()}` (use {' or '.join(_PROVIDERS)}, "
+                    "or an alias `list_models` shows)"
+                )
             elif ":" in spec and not model:
                 problems.append(f"`{spec}`: empty model name (write `{provider}` for its default model)")
             else:
-                chosen.append((provider, model or state.slots[provider].default_model))
+                try:
+                    default = state.slots[provider].default_model
+                    chosen.append((provider, model_for(aliases, provider, model or None, default)))
+                except AliasMismatch as exc:
+                    problems.append(f"`{spec}`: {exc}")
         if problems:
             return (
                 "Invalid targets: "
@@ -170,6 +184,8 @@ def _render(result: AskManyResult) -> str:
             tokens = f", {usage.input_tokens}→{usage.output_tokens} tokens" if usage and usage.output_tokens else ""
             lines.append(f"\n## {answer.target} (model {answer.model}, {answer.latency_ms / 1000:.1f} s{tokens})\n")
             lines.append(answer.text or "")
+            if answer.truncation_note:
+                lines.append(f"\n{answer.truncation_note}")
         else:
             lines.append(f"\n## {answer.target}: failed ({answer.error.kind})\n")
             lines.append(answer.error.message)
@@ -253,6 +269,8 @@ async def _ask_many(
         failed=failed,
         latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
     )
+    # The conversation the answers were saved to, where the whole of a truncated one stays readable.
+    cap_answers(result.answers, settings.max_output_chars, getattr(result, "conversation_id", None))
     structured = result.model_dump(mode="json")
     if result.succeeded == 0:
         return error_result(state, "Every target failed.\n\n" + _render(result), structured)

@@ -24,7 +24,8 @@ Model = Annotated[
     str | None,
     Field(
         min_length=1,
-        description="Model name, as the provider spells it. Omit to use the server's default model.",
+        description="Model name as the provider spells it, or an alias this server defines; `list_models` "
+        "lists both. Omit to use the server's default model.",
     ),
 ]
 MaxTokens = Annotated[
