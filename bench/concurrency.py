@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import AbstractAsyncContextManager
 from multiprocessing.connection import Connection
@@ -45,6 +46,10 @@ def _standin_process(conn: Connection, delay_s: float) -> None:
                 return
 
 
+# The calls' conversations go to a throwaway database, never the user's.
+_DB_URL = f"sqlite+aiosqlite:///{tempfile.gettempdir()}/mcp-llm-server-bench/conversations.db"
+
+
 def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager[Client]:
     if transport == "memory":
         settings = load_settings(
@@ -54,6 +59,7 @@ def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager
             openai_base_url=url + "/v1",
             anthropic_base_url=url,
             openai_concurrency=limit,
+            database_url=_DB_URL,
         )
         return Client(build_server(settings))
     env = {
@@ -62,6 +68,7 @@ def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager
         "OPENAI_BASE_URL": url + "/v1",
         "ANTHROPIC_BASE_URL": url,
         "MCP_LLM_OPENAI_CONCURRENCY": str(limit),
+        "MCP_LLM_DATABASE_URL": _DB_URL,
     }
     return Client(StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env))
 

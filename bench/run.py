@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+BENCH_DB_DIR = Path(tempfile.gettempdir()) / "mcp-llm-server-bench"  # never the user's conversations
+
+
 def _server_env(standin: StandIn) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
@@ -64,6 +68,7 @@ def _server_env(standin: StandIn) -> dict[str, str]:
         "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
         "OPENAI_BASE_URL": standin.openai_base_url,
         "ANTHROPIC_BASE_URL": standin.anthropic_base_url,
+        "MCP_LLM_DATABASE_URL": f"sqlite+aiosqlite:///{BENCH_DB_DIR / 'conversations.db'}",
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import TextIO
 
@@ -50,6 +51,8 @@ async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
         "OPENAI_BASE_URL": standin.openai_base_url,
         "ANTHROPIC_BASE_URL": standin.anthropic_base_url,
         "MCP_LLM_BACKOFF_INITIAL_S": "0.2",
+        # The demo's conversations go to a throwaway database, not the user's.
+        "MCP_LLM_DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/mcp-llm-server-demo/conversations.db",
     }
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env)
     started = time.perf_counter()

@@ -15,6 +15,11 @@ class TokenUsage(BaseModel):
         description="Of output_tokens, those spent reasoning (OpenAI reasoning tokens, Anthropic thinking tokens); "
         "null when the provider reports no separate count.",
     )
+    cached_input_tokens: int | None = Field(
+        default=None,
+        description="Of the input, tokens read from the provider's prompt cache (Anthropic cache_read_input_tokens, "
+        "OpenAI cached_tokens); null when not reported.",
+    )
 
 
 class AskResult(BaseModel):
@@ -34,6 +39,14 @@ class AskResult(BaseModel):
     latency_ms: float = Field(description="Wall time of the whole call, retries included.")
     attempts: int = Field(description="Upstream requests made (1 unless a transient failure was retried).")
     request_id: str | None = Field(description="The provider's request id, for support tickets.")
+    conversation_id: str | None = Field(
+        default=None,
+        description="The conversation this turn was saved to: pass it as `conversation_id` to continue "
+        "(null only when it could not be saved).",
+    )
+    turns_omitted: int = Field(
+        default=0, description="Earliest turns of the conversation left out to fit MCP_LLM_HISTORY_MAX_CHARS."
+    )
 
 
 class TargetError(BaseModel):
@@ -71,3 +84,11 @@ class AskManyResult(BaseModel):
     succeeded: int = Field(description="Targets that answered.")
     failed: int = Field(description="Targets that failed (their entries carry `error`).")
     latency_ms: float = Field(description="Wall time of the whole fan-out.")
+    conversation_id: str | None = Field(
+        default=None,
+        description="The conversation the answers were saved to (one turn per answer): pass it as `conversation_id` "
+        "to continue (null when nothing could be saved).",
+    )
+    turns_omitted: int = Field(
+        default=0, description="Earliest turns of the conversation left out to fit MCP_LLM_HISTORY_MAX_CHARS."
+    )

@@ -18,6 +18,7 @@ from .state import AppState, app_lifespan
 from .surface import apply_tool_toggles, flatten_input_schemas
 from .tools.ask import register_ask_tools
 from .tools.catalog import register_catalog
+from .tools.conversations import register_conversation_tools
 from .tools.extract import register_extract_tool
 from .tools.fanout import register_fanout_tool
 
@@ -33,7 +34,10 @@ Transient upstream failures are retried; other failures come back as errors that
 structured output, always validated, invalid answers sent back with the errors for another try).
 `ask_many` sends one prompt to several models at once (`targets` such as `openai`, `anthropic:claude-x`;
 default: every configured provider) and returns the answers side by side; `list_models` shows each provider's
-models, default model and the aliases `model` accepts (`fast`...). Answers over a size cap come back truncated."""
+models, default model and the aliases `model` accepts (`fast`...). Answers over a size cap come back truncated.
+Every ask result carries a `conversation_id`: pass it back to continue that conversation (its earlier turns are
+sent to the model, whichever provider answered them); `list_conversations`, `get_conversation` and
+`delete_conversation` manage them. `files` (paths) sends files' text with the prompt, read by the server."""
 
 
 def build_server(settings: Settings) -> MCPServer:
@@ -59,6 +63,7 @@ def build_server(settings: Settings) -> MCPServer:
     register_extract_tool(server)
     register_fanout_tool(server)
     register_catalog(server, settings)
+    register_conversation_tools(server)
     flatten_input_schemas(server)
     apply_tool_toggles(server, settings)  # after every registration, so it covers every tool
     _add_logging_handler(server)

@@ -6,7 +6,9 @@ so an existing shell setup works unchanged; everything that belongs to this serv
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +79,18 @@ class Settings(BaseSettings):
     extract_max_schema_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
     extract_max_schema_depth: int = Field(default=32, ge=2, le=1000)
 
+    # Conversations (SQLite under the user data directory unless a SQLAlchemy async URL is given).
+    database_url: str | None = None
+    history_max_chars: int = Field(default=200_000, ge=0, le=50_000_000)
+    conversation_max_age_days: float = Field(default=30.0, ge=0, le=36_500)  # 0: kept until deleted
+    conversations_max_chars: int = Field(default=200_000_000, ge=0, le=100_000_000_000)  # 0: no cap
+
+    # Files as context.
+    file_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: the working directory
+    allow_secret_files: bool = False
+    max_file_bytes: int = Field(default=512 * 1024, ge=1, le=100_000_000)
+    max_files_total_bytes: int = Field(default=1024 * 1024, ge=1, le=1_000_000_000)
+
     log_level: LogLevel = "WARNING"
 
     # Streamable HTTP (`--transport http`) only.
@@ -128,6 +142,18 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("file_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):  # separated like PATH: `:` (`;` on Windows)
+            return [item.strip() for item in value.split(os.pathsep) if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_url(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value.strip()
+
     @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -141,7 +167,12 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """The configured secret values, for redaction."""
         keys = (self.openai_api_key, self.anthropic_api_key, self.http_token)
-        return [s.get_secret_value() for s in keys if s is not None]
+        found = [s.get_secret_value() for s in keys if s is not None]
+        if self.database_url:  # a PostgreSQL URL may carry a password
+            password = urlsplit(self.database_url).password
+            if password:
+                found.append(password)
+        return found
 
 
 class SettingsError(Exception):

@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ import anyio
 from .calls import CallLimits
 from .clients import LazyClient
 from .errors import ProviderNotConfigured
+from .files import FileLimits
 from .model_catalog import ModelCache
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
@@ -23,6 +25,7 @@ from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
 from .resilience import RetryPolicy
 from .settings import Settings
+from .store import ConversationStore, Database
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -61,6 +64,8 @@ class AppState:
     clients: list[LazyClient[Any]]
     models: ModelCache
     redact: Redactor
+    conversations: ConversationStore
+    file_limits: FileLimits
 
     def limits(self, timeout_s: float | None) -> CallLimits:
         s = self.settings
@@ -78,6 +83,7 @@ class AppState:
     async def aclose(self) -> None:
         for client in self.clients:
             await client.aclose()
+        await self.conversations.db.aclose()
 
 
 def _timeout(settings: Settings) -> Any:
@@ -145,6 +151,28 @@ def build_state(settings: Settings) -> AppState:
         # A listing is one short response: bounded like the wait for a stream's first bytes.
         models=ModelCache(ttl_s=settings.models_ttl_s, timeout_s=settings.stall_timeout_s),
         redact=Redactor(settings.secrets()),
+        conversations=_conversation_store(settings),
+        file_limits=_file_limits(settings),
+    )
+
+
+def _conversation_store(settings: Settings) -> ConversationStore:
+    """Nothing is opened here: the database is opened (and SQLAlchemy imported) on first use."""
+    days = settings.conversation_max_age_days
+    return ConversationStore(
+        Database(settings.database_url),
+        max_age_s=days * 86_400.0 if days > 0 else None,
+        max_chars=settings.conversations_max_chars or None,
+    )
+
+
+def _file_limits(settings: Settings) -> FileLimits:
+    roots = settings.file_roots or [str(Path.cwd())]
+    return FileLimits(
+        roots=tuple(Path(root).expanduser() for root in roots),
+        max_file_bytes=settings.max_file_bytes,
+        max_total_bytes=settings.max_files_total_bytes,
+        allow_secrets=settings.allow_secret_files,
     )
 
 

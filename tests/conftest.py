@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,9 +39,19 @@ def standin() -> Iterator[StandIn]:
 SettingsFactory = Callable[..., Settings]
 
 
+# Conversations of subprocess servers go to a database of the test session, never the user's data directory.
+_SESSION_DB_URL = ""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_database(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global _SESSION_DB_URL
+    _SESSION_DB_URL = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store') / 'conversations.db'}"
+
+
 @pytest.fixture
-def make_settings(standin: StandIn) -> SettingsFactory:
-    """Settings pointing at the stand-in, with both keys set; keyword overrides win."""
+def make_settings(standin: StandIn, tmp_path: Path) -> SettingsFactory:
+    """Settings pointing at the stand-in, with both keys set and a database of the test's own; overrides win."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -48,6 +59,7 @@ def make_settings(standin: StandIn) -> SettingsFactory:
             "anthropic_api_key": ANTHROPIC_KEY,
             "openai_base_url": standin.openai_base_url,
             "anthropic_base_url": standin.anthropic_base_url,
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'conversations.db'}",
             **FAST,
             **overrides,
         }
@@ -73,6 +85,7 @@ def server_env(standin: StandIn, **extra: str) -> dict[str, str]:
         "MCP_LLM_BACKOFF_INITIAL_S": "0.01",
         "MCP_LLM_BACKOFF_MAX_S": "0.05",
         "MCP_LLM_PROGRESS_INTERVAL_S": "0.05",
+        "MCP_LLM_DATABASE_URL": _SESSION_DB_URL,
     }
     env.update(extra)
     return env

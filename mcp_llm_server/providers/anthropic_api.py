@@ -20,6 +20,7 @@ from .base import (
     output_allowance,
     stall_guard,
 )
+from .history import anthropic_messages
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic, AsyncStream
@@ -132,7 +133,7 @@ class AnthropicMessages:
             stream = await client.messages.create(
                 model=request.model,
                 max_tokens=output_allowance(request),
-                messages=[{"role": "user", "content": request.prompt}],
+                messages=anthropic_messages(request),
                 stream=True,
                 **params,
             )
@@ -169,6 +170,7 @@ class AnthropicMessages:
                     completion.model = event.message.model or request.model
                     usage.input_tokens = event.message.usage.input_tokens
                     usage.output_tokens = event.message.usage.output_tokens
+                    usage.cached_input_tokens = event.message.usage.cache_read_input_tokens
                 elif event.type == "message_delta":
                     completion.stop_reason = normalise_stop_reason(event.delta.stop_reason)
                     usage.output_tokens = event.usage.output_tokens

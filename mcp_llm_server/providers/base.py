@@ -15,6 +15,7 @@ from ..resilience import parse_retry_after, retry_status
 __all__ = [
     "REASONING_BUDGETS",
     "Completion",
+    "FileText",
     "LLMRequest",
     "OutputFormat",
     "Provider",
@@ -22,6 +23,7 @@ __all__ = [
     "ReasoningEffort",
     "StallClock",
     "StreamSink",
+    "Turn",
     "Usage",
     "failure_from_status",
     "normalise_stop_reason",
@@ -46,6 +48,29 @@ class LLMRequest:
     temperature: float | None = None
     output_format: OutputFormat | None = None
     reasoning_effort: ReasoningEffort | None = None
+    # Earlier turns of a conversation (oldest first) and files sent with this prompt: see `providers/history.py`.
+    history: tuple[Turn, ...] = ()
+    files: tuple[FileText, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileText:
+    """A file sent with a prompt: the path the caller gave (its label), its text and the SHA-256 of its bytes."""
+
+    path: str
+    text: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier exchange of a conversation, provider-neutral: what was asked (with its files) and answered.
+    `system` is set only when that turn's system text differs from the request's own."""
+
+    prompt: str
+    answer: str
+    files: tuple[FileText, ...] = ()
+    system: str | None = None
 
 
 def output_allowance(request: LLMRequest) -> int:
@@ -72,6 +97,7 @@ class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None  # part of output_tokens; None when the API reports no separate count
+    cached_input_tokens: int | None = None  # input read from the provider's prompt cache
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from .base import (
     output_allowance,
     stall_guard,
 )
+from .history import chat_messages, responses_input
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, AsyncStream
@@ -111,7 +112,9 @@ class OpenAIResponses(_OpenAIBase):
         if request.output_format is not None:
             params["text"] = {"format": _responses_format(request.output_format)}
         with stall_guard(stall_s, self.label) as clock:
-            stream = await client.responses.create(model=request.model, input=request.prompt, stream=True, **params)
+            stream = await client.responses.create(
+                model=request.model, input=responses_input(request), stream=True, **params
+            )
             request_id = stream.response.headers.get("x-request-id")
             completion = await self._consume(stream, request, request_id, sink, clock)
         return completion
@@ -150,6 +153,8 @@ class OpenAIResponses(_OpenAIBase):
                             response.usage.output_tokens,
                             reasoning_tokens=getattr(details, "reasoning_tokens", None),
                         )
+                        cached = response.usage.input_tokens_details
+                        completion.usage.cached_input_tokens = cached.cached_tokens if cached is not None else None
                 elif event.type == "response.failed":
                     error = event.response.error
                     raise UpstreamFailure(
@@ -214,10 +219,7 @@ class OpenAIChat(_OpenAIBase):
     """`POST /v1/chat/completions` with `stream: true`: the endpoint every OpenAI-compatible server speaks."""
 
     async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
-        messages: list[Any] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
+        messages: list[Any] = chat_messages(request)
         params: dict[str, Any] = {"max_tokens": output_allowance(request)}
         if request.temperature is not None:
             params["temperature"] = request.temperature
@@ -272,5 +274,8 @@ class OpenAIChat(_OpenAIBase):
                         chunk.usage.completion_tokens,
                         reasoning_tokens=details.reasoning_tokens if details is not None else None,
                     )
+                    prompt_details = chunk.usage.prompt_tokens_details
+                    if prompt_details is not None:
+                        completion.usage.cached_input_tokens = prompt_details.cached_tokens
         completion.text = "".join(parts)
         return completion

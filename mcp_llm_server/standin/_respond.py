@@ -66,6 +66,7 @@ def _completion(rec: RecordedRequest, reply: Reply, serial: int) -> Completion:
         max_tokens_hit=reply.stop_reason == "max_tokens",
         input_tokens=reply.input_tokens if reply.input_tokens is not None else count_input_tokens(rec.body),
         output_tokens=reply.output_tokens if reply.output_tokens is not None else len(chunks) + len(reasoning),
+        cached_input_tokens=reply.cached_input_tokens,
     )
 
 

@@ -39,6 +39,7 @@ class Reply:
     stop_reason: Literal["end", "max_tokens"] = "end"
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int = 0  # reported as read from the prompt cache
 
     @classmethod
     def error(

@@ -33,6 +33,7 @@ class Completion:
     max_tokens_hit: bool
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -77,7 +78,7 @@ def _responses_ids(c: Completion) -> tuple[str, str, str]:
 def _responses_usage(c: Completion) -> dict[str, Any]:
     return {
         "input_tokens": c.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": c.cached_input_tokens, "cache_write_tokens": 0},
         "output_tokens": c.output_tokens,
         "output_tokens_details": {"reasoning_tokens": len(c.reasoning)},
         "total_tokens": c.input_tokens + c.output_tokens,
@@ -199,7 +200,7 @@ def _chat_usage(c: Completion) -> dict[str, Any]:
         "prompt_tokens": c.input_tokens,
         "completion_tokens": c.output_tokens,
         "total_tokens": c.input_tokens + c.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": c.cached_input_tokens},
         "completion_tokens_details": {"reasoning_tokens": len(c.reasoning)},
     }
 
@@ -258,7 +259,7 @@ def _message_object(c: Completion, content: list[Any], stop: str | None, output_
             "input_tokens": c.input_tokens,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_read_input_tokens": c.cached_input_tokens,
         },
     }
 

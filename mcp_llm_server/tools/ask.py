@@ -17,7 +17,8 @@ from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskResult, TokenUsage
 from ..state import AppState
 from .common import answer_result, app_state, error_result, progress_sender
-from .params import MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
+from .context import CallContext, ContextRefused, prepare_context
+from .params import ConversationId, Files, MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
 __all__ = ["ask", "register_ask_tools"]
 
@@ -42,7 +43,41 @@ async def ask(
     temperature: float | None,
     timeout_s: float | None,
     reasoning_effort: ReasoningEffort | None = None,
+    conversation_id: str | None = None,
+    files: list[str] | None = None,
 ) -> CallToolResult:
+    """One call: its files read and its conversation's history loaded (its lock held until the turn is saved)."""
+    state = app_state(ctx)
+    try:
+        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
+            return await _ask(
+                ctx,
+                provider_id,
+                call,
+                prompt=prompt,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+            )
+    except ContextRefused as exc:
+        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
+
+
+async def _ask(
+    ctx: Context[AppState],
+    provider_id: ProviderId,
+    call: CallContext,
+    *,
+    prompt: str,
+    model: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    timeout_s: float | None,
+    reasoning_effort: ReasoningEffort | None,
+) -> CallToolResult:
+    system = call.system
     state = app_state(ctx)
     slot = state.slots[provider_id]
     try:
@@ -67,6 +102,8 @@ async def ask(
         system=system,
         temperature=temperature,
         reasoning_effort=reasoning_effort,
+        history=call.history,
+        files=call.files,
     )
     settings = state.settings
     try:
@@ -85,8 +122,12 @@ async def ask(
         message = failure.describe()
         if failure.partial_text:
             message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
-        return error_result(state, message, failure.as_structured())
+        structured = failure.as_structured()
+        if call.continued:
+            structured["conversation_id"] = call.conversation_id
+        return error_result(state, message, structured)
     completion = outcome.completion
+    saved_to = await call.save(state, [call.new_turn(provider_id, prompt, completion)])
     result = AskResult(
         text=completion.text,
         provider=provider_id,
@@ -96,10 +137,13 @@ async def ask(
             input_tokens=completion.usage.input_tokens,
             output_tokens=completion.usage.output_tokens,
             reasoning_tokens=completion.usage.reasoning_tokens,
+            cached_input_tokens=completion.usage.cached_input_tokens,
         ),
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,
+        conversation_id=saved_to,
+        turns_omitted=call.turns_omitted,
     )
     return answer_result(state, result.model_dump(mode="json"))
 
@@ -122,6 +166,8 @@ def register_ask_tools(server: MCPServer) -> None:
         temperature: Temperature = None,
         timeout_s: TimeoutS = None,
         reasoning_effort: ReasoningEffortArg = None,
+        conversation_id: ConversationId = None,
+        files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
         return await ask(
             ctx,
@@ -133,6 +179,8 @@ def register_ask_tools(server: MCPServer) -> None:
             temperature=temperature,
             timeout_s=timeout_s,
             reasoning_effort=reasoning_effort,
+            conversation_id=conversation_id,
+            files=files,
         )
 
     @server.tool(
@@ -151,6 +199,8 @@ def register_ask_tools(server: MCPServer) -> None:
         max_tokens: MaxTokens = None,
         timeout_s: TimeoutS = None,
         reasoning_effort: ReasoningEffortArg = None,
+        conversation_id: ConversationId = None,
+        files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
         # No temperature: the Anthropic SDK 2.x Messages API no longer takes one.
         return await ask(
@@ -163,4 +213,6 @@ def register_ask_tools(server: MCPServer) -> None:
             temperature=None,
             timeout_s=timeout_s,
             reasoning_effort=reasoning_effort,
+            conversation_id=conversation_id,
+            files=files,
         )

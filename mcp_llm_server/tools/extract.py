@@ -23,11 +23,12 @@ from pydantic import Field
 from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import CallOutcome, run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..files import FileRefused, read_files
 from ..progress import SendProgress, progress_relay
-from ..providers.base import LLMRequest, OutputFormat, Provider, ProviderId
+from ..providers.base import FileText, LLMRequest, OutputFormat, Provider, ProviderId
 from ..state import AppState, ProviderSlot
 from .common import app_state, error_result, progress_sender
-from .params import Model, TimeoutS
+from .params import Files, Model, TimeoutS
 
 if TYPE_CHECKING:  # `jsonschema` is imported on the first call: the server must list its tools fast
     from ..jsonschema_tools import CheckedSchema, Extraction
@@ -41,6 +42,7 @@ _FORMAT_NAME = "extracted_data"
 _PREVIOUS_ANSWER_CHARS = 4000
 _LAST_OUTPUT_CHARS = 2000
 _ISSUES_SHOWN = 10
+_FILES_NOTE = "The files above are part of the text to extract from.\n\n"
 _WRAP_KEY = "data"  # = jsonschema_tools.WRAP_KEY (checked by the tests)
 
 _SYSTEM = (
@@ -249,6 +251,7 @@ async def extract_json(
     model: str | None,
     max_attempts: int,
     timeout_s: float | None,
+    files: list[str] | None = None,
 ) -> CallToolResult:
     from ..jsonschema_tools import SchemaProblem, check_schema
 
@@ -281,6 +284,10 @@ async def extract_json(
             f"The text, instructions and schema come to {size:,} characters; this server accepts at most "
             f"{settings.max_prompt_chars:,} (MCP_LLM_MAX_PROMPT_CHARS). Extract from a shorter part of the text.",
         )
+    try:
+        loaded = await read_files(files, state.file_limits)
+    except FileRefused as exc:
+        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
     run = _Run(checked=checked, max_attempts=max_attempts, model=model)
     send = _counting(progress_sender(ctx))
     deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
@@ -289,8 +296,10 @@ async def extract_json(
     while run.attempts < max_attempts:
         run.attempts += 1
         prompt = _build_prompt(text, schema_json, instructions, run, last)
+        if loaded:
+            prompt = _FILES_NOTE + prompt
         try:
-            outcome = await _ask(state, adapter, slot, ladder, prompt, run, send, deadline)
+            outcome = await _ask(state, adapter, slot, ladder, prompt, run, send, deadline, files=loaded)
         except UpstreamFailure as failure:
             return _upstream_error(state, run, failure, provider_id, run.model)
         run.add(outcome)
@@ -314,6 +323,7 @@ async def _ask(
     run: _Run,
     send: SendProgress | None,
     deadline: float,
+    files: tuple[FileText, ...] = (),
 ) -> CallOutcome:
     """One attempt: one answer through `run_call` (its upstream retries included), within the call's deadline.
 
@@ -331,6 +341,7 @@ async def _ask(
             max_tokens=settings.max_tokens,
             system=_SYSTEM,
             output_format=output_format,
+            files=files,
         )
         remaining = deadline - anyio.current_time()
         if remaining <= 0:
@@ -381,6 +392,7 @@ def register_extract_tool(server: MCPServer) -> None:
         model: Model = None,
         max_attempts: MaxAttempts = 3,
         timeout_s: TimeoutS = None,
+        files: Files = None,
     ) -> CallToolResult:
         return await extract_json(
             ctx,
@@ -391,4 +403,5 @@ def register_extract_tool(server: MCPServer) -> None:
             model=model,
             max_attempts=max_attempts,
             timeout_s=timeout_s,
+            files=files,
         )

@@ -24,8 +24,10 @@ from ..progress import FanoutProgress, Progress, fanout_relay
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
 from ..state import AppState
+from ..store import NewTurn, StoredFile
 from .common import app_state, cap_answers, error_result, progress_sender, success_result
-from .params import MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
+from .context import CallContext, ContextRefused, prepare_context
+from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
 
@@ -166,6 +168,7 @@ async def _ask_target(
             input_tokens=completion.usage.input_tokens,
             output_tokens=completion.usage.output_tokens,
             reasoning_tokens=completion.usage.reasoning_tokens,
+            cached_input_tokens=completion.usage.cached_input_tokens,
         ),
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
@@ -208,6 +211,8 @@ async def _fan_out(
             max_tokens=request.max_tokens,
             system=request.system,
             reasoning_effort=request.reasoning_effort,
+            history=request.history,
+            files=request.files,
         )
         answer = await _ask_target(state, target, target_request, limits, progress.channel(target.label))
         answers[index] = answer
@@ -225,6 +230,20 @@ async def _fan_out(
     return [answer for answer in answers if answer is not None]
 
 
+def _turn(call: CallContext, prompt: str, answer: TargetAnswer) -> NewTurn:
+    usage = answer.usage
+    return NewTurn(
+        provider=answer.provider,
+        model=answer.model,
+        system=call.system,
+        prompt=prompt,
+        answer=answer.text or "",
+        files=tuple(StoredFile(f.path, f.sha256, f.text) for f in call.files),
+        stop_reason=answer.stop_reason,
+        usage=usage.model_dump() if usage is not None else {},
+    )
+
+
 async def _ask_many(
     ctx: Context[AppState],
     *,
@@ -234,7 +253,37 @@ async def _ask_many(
     max_tokens: int | None,
     timeout_s: float | None,
     reasoning_effort: ReasoningEffort | None = None,
+    conversation_id: str | None = None,
+    files: list[str] | None = None,
 ) -> CallToolResult:
+    """The fan-out with its files read and its conversation's history loaded (its lock held until saved)."""
+    state = app_state(ctx)
+    try:
+        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
+            return await _ask_many_in(
+                ctx,
+                call,
+                prompt=prompt,
+                targets=targets,
+                max_tokens=max_tokens,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+            )
+    except ContextRefused as exc:
+        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
+
+
+async def _ask_many_in(
+    ctx: Context[AppState],
+    call: CallContext,
+    *,
+    prompt: str,
+    targets: list[str] | None,
+    max_tokens: int | None,
+    timeout_s: float | None,
+    reasoning_effort: ReasoningEffort | None,
+) -> CallToolResult:
+    system = call.system
     state = app_state(ctx)
     settings = state.settings
     parsed = parse_targets(targets, state)
@@ -253,6 +302,8 @@ async def _ask_many(
         max_tokens=max_tokens or settings.max_tokens,
         system=system,
         reasoning_effort=reasoning_effort,
+        history=call.history,
+        files=call.files,
     )
     started = anyio.current_time()
     async with fanout_relay(
@@ -263,11 +314,15 @@ async def _ask_many(
     ) as progress:
         answers = await _fan_out(state, parsed, request, state.limits(timeout_s), progress)
     failed = sum(1 for answer in answers if answer.error is not None)
+    # One turn per answer, in target order (failed targets add none).
+    saved_to = await call.save(state, [_turn(call, prompt, a) for a in answers if a.error is None])
     result = AskManyResult(
         answers=answers,
         succeeded=len(answers) - failed,
         failed=failed,
         latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
+        conversation_id=saved_to,
+        turns_omitted=call.turns_omitted,
     )
     # The conversation the answers were saved to, where the whole of a truncated one stays readable.
     cap_answers(result.answers, settings.max_output_chars, getattr(result, "conversation_id", None))
@@ -297,6 +352,8 @@ def register_fanout_tool(server: MCPServer) -> None:
         max_tokens: MaxTokens = None,
         timeout_s: TimeoutS = None,
         reasoning_effort: ReasoningEffortArg = None,
+        conversation_id: ConversationId = None,
+        files: Files = None,
     ) -> Annotated[CallToolResult, AskManyResult]:
         return await _ask_many(
             ctx,
@@ -306,4 +363,6 @@ def register_fanout_tool(server: MCPServer) -> None:
             max_tokens=max_tokens,
             timeout_s=timeout_s,
             reasoning_effort=reasoning_effort,
+            conversation_id=conversation_id,
+            files=files,
         )

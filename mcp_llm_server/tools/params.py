@@ -6,7 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-__all__ = ["MaxTokens", "Model", "Prompt", "ReasoningEffortArg", "System", "Temperature", "TimeoutS"]
+__all__ = [
+    "ConversationId",
+    "Files",
+    "MaxTokens",
+    "Model",
+    "Prompt",
+    "ReasoningEffortArg",
+    "System",
+    "Temperature",
+    "TimeoutS",
+]
 
 Prompt = Annotated[
     str,
@@ -57,5 +67,25 @@ ReasoningEffortArg = Annotated[
         "effort; Anthropic extended thinking with a budget of 2,048, 8,192 or 16,384 tokens, added to max_tokens). "
         "Its reasoning summary streams as progress marked `[reasoning]`. Omit for the model's default "
         "(no extended thinking on Anthropic).",
+    ),
+]
+ConversationId = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="Continue this conversation: its earlier turns (prompts, system text, files and answers) are sent "
+        "to the model before your prompt, whichever provider they were asked of. Every result carries a "
+        "`conversation_id` (a new one when you give none); `list_conversations` shows them.",
+    ),
+]
+Files = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=4096)]] | None,
+    Field(
+        max_length=50,
+        description="Paths of text files the server reads and sends with the prompt, each labelled with its path "
+        "(saves pasting them). Relative paths start at the server's first allowed root (MCP_LLM_FILE_ROOTS, "
+        "default its working directory); files outside the roots, secret-looking names (.env, *.pem, *.key...), "
+        "binary files and files over the size caps are refused before any model call.",
     ),
 ]

@@ -1,0 +1,28 @@
+"""Durable storage behind a narrow interface: `Database` (one SQL database, opened on first use) and the stores
+built on it (`ConversationStore`). SQLAlchemy is imported only when the database is first opened, so start-up
+does not pay for it.
+"""
+
+from .conversations import (
+    Conversation,
+    ConversationStore,
+    ConversationSummary,
+    NewTurn,
+    StoredFile,
+    StoredTurn,
+    new_conversation_id,
+)
+from .db import Database, StoreError, default_database_url
+
+__all__ = [
+    "Conversation",
+    "ConversationStore",
+    "ConversationSummary",
+    "Database",
+    "NewTurn",
+    "StoreError",
+    "StoredFile",
+    "StoredTurn",
+    "default_database_url",
+    "new_conversation_id",
+]

@@ -1,0 +1,118 @@
+"""What a call sends besides its prompt: the files it names and the earlier turns of its conversation.
+
+`prepare_context` reads the files (refusing before any upstream request), and, for a conversation being continued,
+holds that conversation's lock while the caller asks the model and saves its turn(s), so two calls on one
+conversation run one after the other and each sees the other's turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+from ..files import FileRefused, read_files
+from ..providers.base import Completion, FileText, Turn
+from ..state import AppState
+from ..store import NewTurn, StoredFile, StoredTurn, StoreError, new_conversation_id
+
+__all__ = ["CallContext", "ContextRefused", "prepare_context", "trim_history"]
+
+logger = logging.getLogger(__name__)
+
+
+class ContextRefused(Exception):
+    """The call cannot go ahead (a file refused, an unknown conversation, the database unusable)."""
+
+
+@dataclass
+class CallContext:
+    conversation_id: str
+    continued: bool
+    history: tuple[Turn, ...]
+    turns_omitted: int
+    system: str | None  # the call's own system text, or the conversation's latest when it gives none
+    files: tuple[FileText, ...]
+
+    def new_turn(self, provider: str, prompt: str, completion: Completion) -> NewTurn:
+        usage = completion.usage
+        return NewTurn(
+            provider=provider,
+            model=completion.model,
+            system=self.system,
+            prompt=prompt,
+            answer=completion.text,
+            files=tuple(StoredFile(f.path, f.sha256, f.text) for f in self.files),
+            stop_reason=completion.stop_reason,
+            usage=asdict(usage),  # every count the adapter reported
+        )
+
+    async def save(self, state: AppState, turns: Sequence[NewTurn]) -> str | None:
+        """Append the turns; the conversation id, or None when they could not be saved (the answer still stands)."""
+        if not turns:
+            return self.conversation_id if self.continued else None
+        try:
+            for turn in turns:
+                await state.conversations.append(self.conversation_id, turn)
+        except StoreError as exc:
+            logger.warning("could not save a turn of conversation %s: %s", self.conversation_id, exc)
+            return None
+        return self.conversation_id
+
+
+def _size(turn: StoredTurn) -> int:
+    return turn.turn.size_chars()
+
+
+def trim_history(turns: Sequence[StoredTurn], budget: int) -> tuple[list[StoredTurn], int]:
+    """The newest turns whose text fits in `budget` characters, and how many older ones were left out."""
+    kept: list[StoredTurn] = []
+    used = 0
+    for turn in reversed(turns):
+        used += _size(turn)
+        if used > budget:
+            break
+        kept.append(turn)
+    kept.reverse()
+    return kept, len(turns) - len(kept)
+
+
+def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
+    t = stored.turn
+    return Turn(
+        prompt=t.prompt,
+        answer=t.answer,
+        files=tuple(FileText(f.path, f.text, f.sha256) for f in t.files),
+        system=t.system if t.system and t.system != system else None,
+    )
+
+
+@asynccontextmanager
+async def prepare_context(
+    state: AppState, *, conversation_id: str | None, system: str | None, files: list[str] | None
+) -> AsyncIterator[CallContext]:
+    """Raises `ContextRefused` before anything is sent upstream."""
+    try:
+        loaded = await read_files(files, state.file_limits)
+    except FileRefused as exc:
+        raise ContextRefused(str(exc)) from None
+    if conversation_id is None:
+        yield CallContext(new_conversation_id(), False, (), 0, system, loaded)
+        return
+    store = state.conversations
+    async with store.lock(conversation_id):
+        try:
+            conversation = await store.get(conversation_id)
+        except StoreError as exc:
+            raise ContextRefused(str(exc)) from None
+        if conversation is None:
+            raise ContextRefused(
+                f"No conversation `{conversation_id}` (it may have expired or been deleted). Call "
+                "list_conversations to see the conversations kept, or omit conversation_id to start a new one."
+            )
+        if system is None:
+            system = next((t.turn.system for t in reversed(conversation.turns) if t.turn.system), None)
+        kept, omitted = trim_history(conversation.turns, state.settings.history_max_chars)
+        history = tuple(_as_turn(t, system) for t in kept)
+        yield CallContext(conversation_id, True, history, omitted, system, loaded)

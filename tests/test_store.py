@@ -1,0 +1,125 @@
+"""The store on its own: lazy opening, WAL, the schema version check, expiry, and writers that share one file."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_llm_server.store import ConversationStore, Database, NewTurn, StoreError
+from mcp_llm_server.store.db import SCHEMA_VERSION
+
+pytestmark = pytest.mark.anyio
+
+
+def url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def turn(prompt: str, answer: str = "answer") -> NewTurn:
+    usage = {"input_tokens": 3, "output_tokens": 1, "cached_input_tokens": 0}
+    return NewTurn(provider="openai", model="gpt-x", system=None, prompt=prompt, answer=answer, usage=usage)
+
+
+def test_building_the_server_imports_no_sqlalchemy() -> None:
+    """Start-up does not pay for the database: building the server imports neither SQLAlchemy nor aiosqlite."""
+    code = (
+        "import sys\n"
+        "from mcp_llm_server.server import build_server\n"
+        "from mcp_llm_server.settings import load_settings\n"
+        "build_server(load_settings(_env_file=None))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'aiosqlite')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_opened_lazily_in_wal_mode(tmp_path: Path) -> None:
+    """Nothing is created until first use; then the file (and its directory) exist, in WAL mode, at this version."""
+    path = tmp_path / "deep" / "dir" / "c.db"
+    store = ConversationStore(Database(url(path)), max_age_s=None, max_chars=None)
+    assert not path.exists()
+    assert await store.list_recent() == []
+    await store.db.aclose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_newer_schema_refused(tmp_path: Path) -> None:
+    """A database written by a newer release is refused with a message that says so, and is left untouched."""
+    path = tmp_path / "c.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    store = ConversationStore(Database(url(path)), max_age_s=None, max_chars=None)
+    with pytest.raises(StoreError, match="newer than this mcp-llm-server knows"):
+        await store.list_recent()
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"schema_version"}
+
+
+async def test_not_a_database_url(tmp_path: Path) -> None:
+    """A malformed MCP_LLM_DATABASE_URL gives a StoreError naming the variable."""
+    store = ConversationStore(Database("not a url"), max_age_s=None, max_chars=None)
+    with pytest.raises(StoreError, match="MCP_LLM_DATABASE_URL"):
+        await store.list_recent()
+
+
+async def test_expiry_by_age(tmp_path: Path) -> None:
+    """Conversations not updated within the age limit are hidden at once and deleted at the next write."""
+    now = [1_000_000.0]
+    store = ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=3600, max_chars=None, clock=lambda: now[0])
+    await store.append("old", turn("old question"))
+    now[0] += 1800
+    await store.append("recent", turn("recent question"))
+    now[0] += 2000  # "old" is now 3800 s old, "recent" 2000 s
+    assert [s.id for s in await store.list_recent()] == ["recent"]
+    assert await store.get("old") is None
+    await store.append("new", turn("new question"))
+    now[0] -= 10_000  # back in time: an expired row would show again unless it was deleted
+    assert sorted(s.id for s in await store.list_recent()) == ["new", "recent"]
+    await store.db.aclose()
+
+
+async def test_turn_totals_and_order(tmp_path: Path) -> None:
+    """Turns come back in order, with the conversation's title, token totals and models used."""
+    store = ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=None, max_chars=None)
+    for n in range(3):
+        assert await store.append("c1", turn(f"question {n}")) == n
+    conversation = await store.get("c1")
+    assert conversation is not None
+    assert [t.turn.prompt for t in conversation.turns] == ["question 0", "question 1", "question 2"]
+    summary = conversation.summary
+    assert (summary.title, summary.turn_count, summary.input_tokens, summary.output_tokens) == ("question 0", 3, 9, 3)
+    assert summary.models == ("gpt-x",)
+    assert await store.delete("c1") and not await store.delete("c1")
+    await store.db.aclose()
+
+
+async def test_two_stores_on_one_file_lose_no_turn(tmp_path: Path) -> None:
+    """Writers with their own engines (as two server processes have) append to one conversation: every turn kept."""
+    stores = [ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=None, max_chars=None) for _ in range(2)]
+    await stores[0].append("shared", turn("first"))
+
+    async def write(store: ConversationStore, label: str) -> None:
+        for n in range(10):
+            await store.append("shared", turn(f"{label}{n}"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write, stores[0], "a")
+        tg.start_soon(write, stores[1], "b")
+    conversation = await stores[1].get("shared")
+    assert conversation is not None
+    assert [t.index for t in conversation.turns] == list(range(21))
+    assert conversation.summary.turn_count == 21
+    assert sorted(t.turn.prompt for t in conversation.turns[1:]) == sorted(
+        [f"a{n}" for n in range(10)] + [f"b{n}" for n in range(10)]
+    )
+    for store in stores:
+        await store.db.aclose()
