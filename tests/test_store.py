@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -123,3 +124,20 @@ async def test_two_stores_on_one_file_lose_no_turn(tmp_path: Path) -> None:
     )
     for store in stores:
         await store.db.aclose()
+
+
+def test_settings_of_this_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MCP_LLM_FILE_ROOTS splits like PATH; a password in MCP_LLM_DATABASE_URL is redacted like the keys."""
+    from mcp_llm_server.settings import load_settings
+
+    monkeypatch.setenv("MCP_LLM_FILE_ROOTS", f"/srv/a{os.pathsep} /srv/b ")
+    monkeypatch.setenv("MCP_LLM_DATABASE_URL", "postgresql+asyncpg://app:hunter2-db-pass@db:5432/llm")
+    settings = load_settings(_env_file=None)
+    assert settings.file_roots == ["/srv/a", "/srv/b"]
+    assert "hunter2-db-pass" in settings.secrets()
+    assert (settings.history_max_chars, settings.conversation_max_age_days) == (200_000, 30)
+    assert (settings.max_file_bytes, settings.max_files_total_bytes, settings.allow_secret_files) == (
+        524_288,
+        1_048_576,
+        False,
+    )
