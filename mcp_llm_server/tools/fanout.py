@@ -325,7 +325,7 @@ async def _ask_many_in(
         turns_omitted=call.turns_omitted,
     )
     # The conversation the answers were saved to, where the whole of a truncated one stays readable.
-    cap_answers(result.answers, settings.max_output_chars, getattr(result, "conversation_id", None))
+    cap_answers(result.answers, settings.max_output_chars, result.conversation_id)
     structured = result.model_dump(mode="json")
     if result.succeeded == 0:
         return error_result(state, "Every target failed.\n\n" + _render(result), structured)
