@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings, load_settings
 from mcp_llm_server.standin import StandIn
+from mcp_llm_server.tools.common import ERROR_META_KEY
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -93,3 +95,11 @@ def server_env(standin: StandIn, **extra: str) -> dict[str, str]:
 
 def stdio_params(env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env)
+
+
+def error_details(result: CallToolResult) -> dict[str, Any]:
+    """The machine-readable details of an error result (in `_meta`, since they do not match the output schema)."""
+    assert result.is_error
+    details = (result.meta or {}).get(ERROR_META_KEY)
+    assert isinstance(details, dict), result
+    return details

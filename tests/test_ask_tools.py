@@ -15,7 +15,7 @@ import anthropic  # noqa: F401
 import anyio
 import openai  # noqa: F401
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details
 from mcp import Client, MCPDeprecationWarning
 from mcp.types import CallToolResult, ProgressNotification, TextContent
 
@@ -46,13 +46,12 @@ def text_of(result: CallToolResult) -> str:
 
 def error_of(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, text_of(result)
-    assert result.structured_content is not None
-    error: dict[str, Any] = result.structured_content["error"]
+    error: dict[str, Any] = error_details(result)["error"]
     return error
 
 
 def assert_no_keys(result: CallToolResult) -> None:
-    everything = text_of(result) + json.dumps(result.structured_content)
+    everything = text_of(result) + json.dumps(result.structured_content) + json.dumps(result.meta)
     assert OPENAI_KEY not in everything
     assert ANTHROPIC_KEY not in everything
 
@@ -485,7 +484,7 @@ async def test_stall_before_first_token_is_retried(
     error = error_of(result)
     assert error["kind"] == "stalled" and error["attempts"] == 2
     assert "stream stalled" in text_of(result)
-    assert result.structured_content is not None and result.structured_content["partial_text"] == ""
+    assert error_details(result)["partial_text"] == ""
     for index in range(2):
         assert (await finished(standin, index)).outcome == "stalled_then_disconnected"
     assert len(standin.requests) == 2
@@ -502,8 +501,7 @@ async def test_stall_after_tokens_keeps_partial_text(
         result = await client.call_tool(TOOLS[provider], {"prompt": "hi"})
     error = error_of(result)
     assert error["kind"] == "stalled" and error["attempts"] == 1
-    assert result.structured_content is not None
-    assert result.structured_content["partial_text"] == "Hello from"
+    assert error_details(result)["partial_text"] == "Hello from"
     assert text_of(result).endswith("Hello from")
     assert (await finished(standin, 0)).outcome == "stalled_then_disconnected"
     assert len(standin.requests) == 1
@@ -520,8 +518,7 @@ async def test_broken_stream_after_tokens(client: Client, standin: StandIn, prov
     result = await client.call_tool(TOOLS[provider], {"prompt": "hi"}, progress_callback=log)
     error = error_of(result)
     assert error["attempts"] == 1
-    assert result.structured_content is not None
-    assert result.structured_content["partial_text"] == "Hello from"
+    assert error_details(result)["partial_text"] == "Hello from"
     assert "Partial answer received before the failure:\nHello from" in text_of(result)
     assert len(standin.requests) == 1
     assert log.messages and all("Hello from".startswith(m) for m in log.messages)  # tokens were forwarded
@@ -539,8 +536,7 @@ async def test_call_deadline(client: Client, standin: StandIn, provider: str) ->
     assert error["kind"] == "deadline"
     assert "0.5 s" in text_of(result)
     assert elapsed < 2.0
-    assert result.structured_content is not None
-    assert result.structured_content["partial_text"].startswith("w0 ")
+    assert error_details(result)["partial_text"].startswith("w0 ")
     rec = await finished(standin, 0)
     assert rec.outcome == "client_disconnected" and rec.deltas_sent < 20
 

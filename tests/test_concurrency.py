@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import SettingsFactory, server_env, stdio_params
+from conftest import SettingsFactory, error_details, server_env, stdio_params
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -135,8 +135,7 @@ async def test_a_waiting_call_honours_its_deadline(make_settings: SettingsFactor
         elapsed = anyio.current_time() - started
         tg.cancel_scope.cancel()
     assert result.is_error
-    assert result.structured_content is not None
-    error = result.structured_content["error"]
+    error = error_details(result)["error"]
     assert (error["kind"], error["attempts"]) == ("deadline", 0)
     assert "still waiting for a free slot (all 1 concurrent OpenAI requests" in error["message"]
     assert elapsed < 2.0

@@ -151,12 +151,6 @@ def test_inspector_tool_error_exits_5(node_env: dict[str, str], standin: StandIn
     assert not standin.requests
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known issue: an upstream failure's structuredContent ({'error': ...}) does not match the tool's "
-    "outputSchema, and the Inspector (like TypeScript SDK 1.x clients) validates it even when isError, so it "
-    "exits 1 instead of 5; remove this mark once error results conform",
-)
 def test_inspector_upstream_error_exits_5(node_env: dict[str, str], standin: StandIn) -> None:
     """An upstream failure (401 from the provider) is a tool error too: exit 5 with the result on stdout."""
     standin.script(Reply.error(401))

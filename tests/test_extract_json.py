@@ -11,7 +11,7 @@ from typing import Any
 import anthropic  # noqa: F401
 import openai  # noqa: F401
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
@@ -88,8 +88,7 @@ def summary(result: CallToolResult) -> dict[str, Any]:
 
 def error_of(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, text_of(result)
-    assert result.structured_content is not None
-    error: dict[str, Any] = result.structured_content["error"]
+    error: dict[str, Any] = error_details(result)["error"]
     return error
 
 

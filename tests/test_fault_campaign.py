@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, server_env, stdio_params
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, stdio_params
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
@@ -310,8 +310,7 @@ async def test_fatal_statuses_fail_at_once(standin: StandIn, tmp_path: Path, tra
                 assert result.is_error
                 text = text_of(result)
                 assert text.startswith(f"{LABELS[provider]}: ") and f"(HTTP {status})" in text, text
-                assert result.structured_content is not None
-                error = result.structured_content["error"]
+                error = error_details(result)["error"]
                 assert error["status"] == status and error["attempts"] == 1 and error["retryable"] is False
                 assert error["request_id"] == standin.requests[-1].request_id
                 if status == 401:
@@ -361,10 +360,10 @@ async def test_stalled_stream_cut_while_others_flow(standin: StandIn, tmp_path: 
     for name, result in results.items():
         transcript.add_result(name, result)
     stalled = results.pop("stalled")
-    assert stalled.is_error and stalled.structured_content is not None
-    assert stalled.structured_content["error"]["kind"] == "stalled", text_of(stalled)
-    assert stalled.structured_content["error"]["attempts"] == 1  # tokens were forwarded: not retried
-    assert stalled.structured_content["partial_text"] == "w0 w1 "
+    details = error_details(stalled)
+    assert details["error"]["kind"] == "stalled", text_of(stalled)
+    assert details["error"]["attempts"] == 1  # tokens were forwarded: not retried
+    assert details["partial_text"] == "w0 w1 "
     assert stalled_rec.outcome == "stalled_then_disconnected"
     silence = finished_at["stalled"] - stalled_rec.delta_sent_at[-1]
     assert 0.45 <= silence <= 3.0, f"stalled call ended {silence:.3f} s after its last token"

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import OPENAI_KEY, SettingsFactory
+from conftest import OPENAI_KEY, SettingsFactory, error_details
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
@@ -171,8 +171,7 @@ async def test_unknown_model_points_to_list_models(make_settings: SettingsFactor
     assert result.is_error
     text = text_of(result)
     assert "not found" in text and "`gpt-nope` does not exist" in text and "`list_models`" in text
-    assert result.structured_content is not None
-    assert (result.structured_content["error"]["kind"], result.structured_content["error"]["status"]) == (
+    assert (error_details(result)["error"]["kind"], error_details(result)["error"]["status"]) == (
         "not_found",
         404,
     )

@@ -15,6 +15,7 @@ from ..results import TargetAnswer
 from ..state import AppState
 
 __all__ = [
+    "ERROR_META_KEY",
     "Truncation",
     "answer_budgets",
     "answer_result",
@@ -107,12 +108,24 @@ def cap_answers(answers: Sequence[TargetAnswer], cap: int, conversation_id: str 
             answer.truncation_note = cut.note
 
 
-def error_result(state: AppState, message: str, structured: dict[str, Any] | None = None) -> CallToolResult:
-    """An `isError` result; its text is what the host's model reads, so it says what happened and what to do."""
+ERROR_META_KEY = "mcp-llm-server/error"
+
+
+def error_result(
+    state: AppState, message: str, details: dict[str, Any] | None = None, *, conforms: bool = False
+) -> CallToolResult:
+    """An `isError` result; its text is what the host's model reads, so it says what happened and what to do.
+
+    Machine-readable `details` go in `_meta` under `ERROR_META_KEY`, not in `structuredContent`: strict clients
+    (the MCP Inspector, TypeScript SDK clients) check `structuredContent` against the tool's output schema even on
+    error results. Only `details` that do match it (`conforms=True`) are sent as `structuredContent`.
+    """
     message = state.redact(message)
+    redacted = _redacted(state, details) if details is not None else None
     return CallToolResult(
         content=[TextContent(type="text", text=message)],
-        structured_content=_redacted(state, structured) if structured is not None else None,
+        structured_content=redacted if conforms else None,
+        _meta={ERROR_META_KEY: redacted} if redacted is not None and not conforms else None,
         is_error=True,
     )
 

@@ -328,7 +328,7 @@ async def _ask_many_in(
     cap_answers(result.answers, settings.max_output_chars, result.conversation_id)
     structured = result.model_dump(mode="json")
     if result.succeeded == 0:
-        return error_result(state, "Every target failed.\n\n" + _render(result), structured)
+        return error_result(state, "Every target failed.\n\n" + _render(result), structured, conforms=True)
     return success_result(_render(result), structured)
 
 
