@@ -9,6 +9,7 @@ duplicate), so a turn written elsewhere meanwhile is never overwritten.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -98,6 +99,9 @@ class Conversation:
     turns: tuple[StoredTurn, ...]
 
 
+_PRUNE_EVERY_S = 60.0
+
+
 class ConversationStore:
     def __init__(
         self,
@@ -112,6 +116,12 @@ class ConversationStore:
         self.max_chars = max_chars
         self._clock = clock
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        # Pruning costs a transaction and a scan; reads already hide expired rows, so deleting them can wait
+        # up to _PRUNE_EVERY_S, and the size cap is re-checked only when this process's running estimate of
+        # the total (refreshed from the database at least as often) says it may be exceeded.
+        self._last_age_prune = -math.inf
+        self._last_size_check = -math.inf
+        self._size_estimate = 0
 
     # --- serialising the calls on one conversation (in this process) ---------------------------------------
 
@@ -203,6 +213,7 @@ class ConversationStore:
                     ) from None
                 logger.debug("turn of %s collided with a concurrent write; retrying", conversation_id)
                 continue
+            self._size_estimate += turn.size_chars()
             await self._prune(keep=conversation_id)
             return index
         raise AssertionError("unreachable")
@@ -284,14 +295,23 @@ class ConversationStore:
 
         from ._tables import conversations, turns
 
+        now = self._clock()
+        cutoff = self._cutoff() if now - self._last_age_prune >= _PRUNE_EVERY_S else None
+        check_size = self.max_chars is not None and (
+            self._size_estimate > self.max_chars or now - self._last_size_check >= _PRUNE_EVERY_S
+        )
+        if cutoff is None and not check_size:
+            return 0
         doomed: list[str] = []
         async with self.db.begin() as conn:
-            cutoff = self._cutoff()
             if cutoff is not None:
+                self._last_age_prune = now
                 query = select(conversations.c.id).where(conversations.c.updated_at < cutoff)
                 doomed += [row[0] for row in await conn.execute(query)]
-            if self.max_chars is not None:
+            if check_size and self.max_chars is not None:
+                self._last_size_check = now
                 total = (await conn.execute(select(func.coalesce(func.sum(conversations.c.size_chars), 0)))).scalar()
+                self._size_estimate = int(total or 0)
                 excess = int(total or 0) - self.max_chars
                 if excess > 0:
                     query = (
@@ -305,6 +325,7 @@ class ConversationStore:
                         if conversation_id not in doomed:
                             doomed.append(conversation_id)
                             excess -= size
+                            self._size_estimate -= size
             if doomed:
                 await conn.execute(delete(turns).where(turns.c.conversation_id.in_(doomed)))
                 await conn.execute(delete(conversations).where(conversations.c.id.in_(doomed)))
