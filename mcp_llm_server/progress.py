@@ -192,6 +192,34 @@ async def _stop(lock: anyio.Lock, scope: anyio.CancelScope) -> None:
         scope.cancel()
 
 
+class _Runnable(Protocol):
+    _lock: anyio.Lock
+
+    async def run(self) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+@asynccontextmanager
+async def _running(relay: _Runnable) -> AsyncIterator[None]:
+    """Run the relay's flusher for the duration of the block; flush its last text on a clean exit."""
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay.run)
+        try:
+            yield
+        except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
+            failure = exc
+        finally:
+            if failure is None:
+                await _stop(relay._lock, tg.cancel_scope)
+            else:
+                tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    await relay.flush()
+
+
 @asynccontextmanager
 async def progress_relay(
     send: SendProgress | None,
@@ -216,21 +244,8 @@ async def progress_relay(
         heartbeat_s=heartbeat_s,
         waiting_for=waiting_for,
     )
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(relay.run)
-        try:
-            yield relay
-        except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
-            failure = exc
-        finally:
-            if failure is None:
-                await _stop(relay._lock, tg.cancel_scope)
-            else:
-                tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    await relay.flush()
+    async with _running(relay):
+        yield relay
 
 
 # --- several streams through one relay (the fan-out tool) ---------------------------------------------------
@@ -345,18 +360,5 @@ async def fanout_relay(
         yield NullFanout()
         return
     relay = FanoutRelay(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s)
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(relay.run)
-        try:
-            yield relay
-        except Exception as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
-            failure = exc
-        finally:
-            if failure is None:
-                await _stop(relay._lock, tg.cancel_scope)
-            else:
-                tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    await relay.flush()
+    async with _running(relay):
+        yield relay

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, TextContent
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings, load_settings
@@ -103,3 +103,8 @@ def error_details(result: CallToolResult) -> dict[str, Any]:
     details = (result.meta or {}).get(ERROR_META_KEY)
     assert isinstance(details, dict), result
     return details
+
+
+def text_of(result: CallToolResult) -> str:
+    """The text blocks of a tool result, joined."""
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))

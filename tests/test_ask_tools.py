@@ -15,9 +15,9 @@ import anthropic  # noqa: F401
 import anyio
 import openai  # noqa: F401
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details, text_of
 from mcp import Client, MCPDeprecationWarning
-from mcp.types import CallToolResult, ProgressNotification, TextContent
+from mcp.types import CallToolResult, ProgressNotification
 
 from mcp_llm_server import __version__
 from mcp_llm_server.server import build_server
@@ -38,10 +38,6 @@ async def connect(settings: Settings, mode: str = "auto", **options: Any) -> Asy
     """The real server built from `settings`, in memory, through the real MCP client."""
     async with Client(build_server(settings), raise_exceptions=True, mode=mode, **options) as client:  # type: ignore[arg-type]
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def error_of(result: CallToolResult) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from typing import Any
 import anthropic  # noqa: F401
 import openai  # noqa: F401
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
@@ -73,10 +73,6 @@ async def client(make_settings: SettingsFactory) -> AsyncIterator[Client]:
     """The shared in-memory client, with a current Anthropic model."""
     async with connect(make_settings) as c:
         yield c
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def summary(result: CallToolResult) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, stdio_params
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, stdio_params, text_of
 from mcp import Client
 from mcp.client.stdio import stdio_client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 from wire import STARTUP_S, wire_server
 
 from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
@@ -95,10 +95,6 @@ def transcript() -> Iterator[Transcript]:
 def child_env(standin: StandIn, **extra: str) -> dict[str, str]:
     """The child's whole environment (nothing from the developer's shell), logging at DEBUG."""
     return {"PATH": os.environ.get("PATH", os.defpath), **server_env(standin, MCP_LLM_LOG_LEVEL="DEBUG", **extra)}
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def words(n: int) -> list[str]:

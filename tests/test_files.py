@@ -13,9 +13,9 @@ from typing import Any
 import anthropic  # noqa: F401
 import openai  # noqa: F401
 import pytest
-from conftest import SettingsFactory
+from conftest import SettingsFactory, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
@@ -28,10 +28,6 @@ pytestmark = pytest.mark.anyio
 async def connect(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def ok(result: CallToolResult) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SettingsFactory, server_env, stdio_params
+from conftest import SettingsFactory, server_env, stdio_params, text_of
 from mcp import Client
-from mcp.types import CallToolResult, ProgressNotification, TextContent
+from mcp.types import ProgressNotification
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
@@ -28,10 +28,6 @@ HEARTBEAT = re.compile(r"still waiting for (?P<what>.+) \((?P<seconds>[0-9.]+) s
 async def connect(settings: Settings, **options: Any) -> AsyncIterator[Client]:
     async with Client(build_server(settings), raise_exceptions=True, **options) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 class Recorder:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from conftest import server_env
+from conftest import server_env, text_of
 from http_server import HttpServer, child_env, free_port, running_http_server, server_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_llm_server.cli import main
 from mcp_llm_server.http import is_loopback, transport_security
@@ -66,10 +65,6 @@ def guarded(upstream: StandIn, workdir: Path) -> Iterator[HttpServer]:
     env = server_env(upstream, MCP_LLM_HTTP_TOKEN=TOKEN, MCP_LLM_HTTP_ALLOWED_HOSTS=ALLOWED_HOST)
     with running_http_server(env, workdir, host="0.0.0.0") as server:
         yield server
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 # --- progress over HTTP ---------------------------------------------------------------------------------

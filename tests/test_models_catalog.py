@@ -7,9 +7,9 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import OPENAI_KEY, SettingsFactory, error_details
+from conftest import OPENAI_KEY, SettingsFactory, error_details, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult, TextResourceContents
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import SettingsError, load_settings
@@ -18,10 +18,6 @@ from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
 pytestmark = pytest.mark.anyio
 
 ALIASES = "fast=openai:gpt-standin-mini, Smart=claude:claude-standin, gone=anthropic:claude-retired"
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def ok(result: CallToolResult) -> dict[str, Any]:

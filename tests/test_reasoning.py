@@ -7,9 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from conftest import SettingsFactory
+from conftest import SettingsFactory, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_llm_server.progress import REASONING_MARK
 from mcp_llm_server.server import build_server
@@ -28,10 +27,6 @@ ANSWER = ["The ", "answer ", "is ", "42."]
 async def connect(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings), raise_exceptions=True) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 class Recorder:

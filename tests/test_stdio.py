@@ -18,10 +18,9 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, server_env, stdio_params
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, server_env, stdio_params, text_of
 from mcp import Client
 from mcp.client.stdio import stdio_client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
 
@@ -39,10 +38,6 @@ EXIT_S = 5.0
 
 def words(n: int) -> list[str]:
     return [f"w{i} " for i in range(n)]
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def child_env(standin: StandIn, **extra: str) -> dict[str, str]:

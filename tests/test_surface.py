@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SettingsFactory, server_env
+from conftest import SettingsFactory, server_env, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from mcp_llm_server.server import build_server
@@ -21,10 +20,6 @@ from mcp_llm_server.tools.common import answer_budgets
 pytestmark = pytest.mark.anyio
 
 ALL_TOOLS = {"ask_openai", "ask_claude", "extract_json", "ask_many", "list_models"}
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 async def tool_names(settings: Any) -> set[str]:
