@@ -23,7 +23,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mcp_llm_server.standin import Reply, StandIn
+from mcp_llm_server.standin import Reply
+
+from .remote_standin import RemoteStandIn as StandIn
 
 OPENAI_KEY = "sk-bench-openai-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-bench-key-0123456789"
@@ -259,7 +261,7 @@ async def _streaming_latency(client: Client, standin: StandIn, deltas: int, gap_
 
     result = await client.call_tool("ask_openai", {"prompt": "bench"}, progress_callback=on_progress)
     assert not result.is_error
-    sent_at = standin.requests[-1].delta_sent_at
+    sent_at = standin.last_delta_sent_at()
     latencies = []
     for at, message in received:
         last = message.rsplit(" d", 1)[-1]
