@@ -20,7 +20,7 @@ __all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: conversations; 2: + ledger, budget_spend
 _APP_NAME = "mcp-llm-server"
 
 
