@@ -10,10 +10,10 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import SettingsFactory, server_env, stdio_params
+from conftest import SettingsFactory, error_details, server_env, stdio_params, text_of
 from genai_prices import Usage, calc_price
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
@@ -40,10 +40,6 @@ async def connect(settings: Settings, clock: Clock | None = None) -> AsyncIterat
     server = build_server(settings) if clock is None else build_server(settings, clock=clock)
     async with Client(server, raise_exceptions=True) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def ok(result: CallToolResult) -> dict[str, Any]:
@@ -187,7 +183,7 @@ async def test_budget_holds_under_50_concurrent_calls(
         for result in refused:
             text = text_of(result)
             assert "MCP_LLM_BUDGET_DAILY_USD" in text and "resets at" in text and "No request was sent" in text
-            error = (result.structured_content or {})["error"]
+            error = error_details(result)["error"]
             assert error["kind"] == "budget_exceeded" and error["period"] == "day" and error["scope"] == "global"
         clock.now += DAY
         assert ok(await client.call_tool("ask_openai", {"prompt": "x" * 40, "model": "metered", "max_tokens": 100}))
