@@ -190,3 +190,14 @@ async def test_reserve_settle_and_the_next_window(database_url: str) -> None:
     await spend.reserve(caps, 100)
     assert await spend.spent("openai", "month") == 200
     await spend.db.aclose()
+
+
+async def test_replicas_opening_an_empty_database_together(database_url: str) -> None:
+    """Eight engines (as replicas starting together) opening one empty database: each gets the schema, none fails."""
+    stores = [ConversationStore(Database(database_url), max_age_s=None, max_chars=None) for _ in range(8)]
+    async with anyio.create_task_group() as tg:
+        for n, store in enumerate(stores):
+            tg.start_soon(store.append, f"c{n}", turn(f"question {n}"))
+    assert len(await stores[0].list_recent()) == 8
+    for store in stores:
+        await store.db.aclose()

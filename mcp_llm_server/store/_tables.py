@@ -20,12 +20,15 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 
 from .db import SCHEMA_VERSION, StoreError
 
 metadata = MetaData()
+
+_PREPARE_LOCK = 0x6D63706C6C6D  # "mcpllm": the advisory lock that serialises schema preparation on PostgreSQL
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
@@ -95,6 +98,9 @@ def prepare(conn: Connection, where: str) -> None:
 
     Migrations: version 1 (conversations) to 2 (ledger, budget windows) only adds tables, which `create_all` does.
     """
+    if conn.dialect.name == "postgresql":
+        # Replicas starting together on an empty database: one creates the tables, the others wait, then see them.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PREPARE_LOCK})
     version = None
     if inspect(conn).has_table("schema_version"):
         version = conn.execute(select(schema_version.c.version)).scalar()
