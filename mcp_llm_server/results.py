@@ -36,6 +36,12 @@ class AskResult(BaseModel):
         "(or the provider's own word)."
     )
     usage: TokenUsage
+    cost_usd: float | None = Field(
+        default=None,
+        description="What this answer cost in USD (genai-prices, or MCP_LLM_MODEL_PRICES); null when the model's "
+        "price is unknown (see cost_note).",
+    )
+    cost_note: str | None = Field(default=None, description="Why cost_usd is null, or where its price came from.")
     latency_ms: float = Field(description="Wall time of the whole call, retries included.")
     attempts: int = Field(description="Upstream requests made (1 unless a transient failure was retried).")
     request_id: str | None = Field(description="The provider's request id, for support tickets.")
@@ -73,6 +79,12 @@ class TargetAnswer(BaseModel):
     )
     stop_reason: str | None = Field(description="Why the answer ended (see ask_openai); null on failure.")
     usage: TokenUsage | None = Field(description="Token usage; null on failure.")
+    cost_usd: float | None = Field(
+        default=None,
+        description="What this answer cost in USD (genai-prices, or MCP_LLM_MODEL_PRICES); null when the model's "
+        "price is unknown (see cost_note).",
+    )
+    cost_note: str | None = Field(default=None, description="Why cost_usd is null, or where its price came from.")
     latency_ms: float = Field(description="Wall time of this target, retries and any wait for a free slot included.")
     attempts: int = Field(description="Upstream requests made for this target (0 if none was made).")
     request_id: str | None = Field(description="The provider's request id, for support tickets.")
@@ -83,6 +95,12 @@ class AskManyResult(BaseModel):
     answers: list[TargetAnswer] = Field(description="One entry per target, in the order the targets were given.")
     succeeded: int = Field(description="Targets that answered.")
     failed: int = Field(description="Targets that failed (their entries carry `error`).")
+    cost_usd: float | None = Field(
+        default=None,
+        description="What the answers cost together in USD; null when an answer's price is unknown (then "
+        "cost_note says which).",
+    )
+    cost_note: str | None = Field(default=None, description="Why cost_usd is null.")
     latency_ms: float = Field(description="Wall time of the whole fan-out.")
     conversation_id: str | None = Field(
         default=None,

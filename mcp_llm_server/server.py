@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import mcp.types as types
@@ -21,6 +22,7 @@ from .tools.catalog import register_catalog
 from .tools.conversations import register_conversation_tools
 from .tools.extract import register_extract_tool
 from .tools.fanout import register_fanout_tool
+from .tools.usage import register_usage_tools
 
 __all__ = ["INSTRUCTIONS", "build_server"]
 
@@ -37,19 +39,28 @@ default: every configured provider) and returns the answers side by side; `list_
 models, default model and the aliases `model` accepts (`fast`...). Answers over a size cap come back truncated.
 Every ask result carries a `conversation_id`: pass it back to continue that conversation (its earlier turns are
 sent to the model, whichever provider answered them); `list_conversations`, `get_conversation` and
-`delete_conversation` manage them. `files` (paths) sends files' text with the prompt, read by the server."""
+`delete_conversation` manage them. `files` (paths) sends files' text with the prompt, read by the server.
+Results carry `cost_usd`; `usage_report` shows today's and this month's spend. A call over a budget is refused."""
 
 
-def build_server(settings: Settings) -> MCPServer:
+def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) -> MCPServer:
     """The server with the tools the settings expose; nothing is started and no SDK is imported yet.
+
+    `clock` (wall time, seconds) decides the budget windows and the ledger's times; tests inject one.
 
     Raises `SettingsError` when MCP_LLM_TOOLS or MCP_LLM_DISABLED_TOOLS names a tool the server lacks.
     """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
-        async with app_lifespan(settings) as state:
-            yield state
+        async with app_lifespan(settings, clock=clock) as state:
+            running.append(state)
+            try:
+                yield state
+            finally:
+                running.remove(state)
+
+    running: list[AppState] = []  # the state of the running server, for static resources (they get no Context)
 
     server = MCPServer(
         "mcp-llm-server",
@@ -64,6 +75,7 @@ def build_server(settings: Settings) -> MCPServer:
     register_fanout_tool(server)
     register_catalog(server, settings)
     register_conversation_tools(server)
+    register_usage_tools(server, lambda: running[-1] if running else None)
     flatten_input_schemas(server)
     apply_tool_toggles(server, settings)  # after every registration, so it covers every tool
     _add_logging_handler(server)

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, Validation
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
+from .pricing import ModelPrice
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -85,6 +86,17 @@ class Settings(BaseSettings):
     conversation_max_age_days: float = Field(default=30.0, ge=0, le=36_500)  # 0: kept until deleted
     conversations_max_chars: int = Field(default=200_000_000, ge=0, le=100_000_000_000)  # 0: no cap
 
+    # Costs and budgets (USD). Prices: `{"model" or "provider:model": {"input_per_mtok", "output_per_mtok",
+    # "cached_input_per_mtok"?}}`, winning over genai-prices. A budget left unset is no cap.
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    unknown_model_price: ModelPrice | None = None  # what budgets count for a model without a price (None: 0)
+    budget_daily_usd: float | None = Field(default=None, ge=0)
+    budget_monthly_usd: float | None = Field(default=None, ge=0)
+    openai_budget_daily_usd: float | None = Field(default=None, ge=0)
+    openai_budget_monthly_usd: float | None = Field(default=None, ge=0)
+    anthropic_budget_daily_usd: float | None = Field(default=None, ge=0)
+    anthropic_budget_monthly_usd: float | None = Field(default=None, ge=0)
+
     # Files as context.
     file_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: the working directory
     allow_secret_files: bool = False
@@ -148,6 +160,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):  # separated like PATH: `:` (`;` on Windows)
             return [item.strip() for item in value.split(os.pathsep) if item.strip()]
         return value
+
+    @field_validator(
+        "unknown_model_price",
+        "budget_daily_usd",
+        "budget_monthly_usd",
+        "openai_budget_daily_usd",
+        "openai_budget_monthly_usd",
+        "anthropic_budget_daily_usd",
+        "anthropic_budget_monthly_usd",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     @field_validator("database_url")
     @classmethod

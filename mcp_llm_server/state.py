@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from .clients import LazyClient
 from .errors import ProviderNotConfigured
 from .files import FileLimits
 from .model_catalog import ModelCache
+from .pricing import NANOS_PER_USD, Pricing
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
 from .resilience import RetryPolicy
 from .settings import Settings
-from .store import ConversationStore, Database
+from .store import BudgetCap, ConversationStore, Database, SpendStore
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -66,6 +68,31 @@ class AppState:
     redact: Redactor
     conversations: ConversationStore
     file_limits: FileLimits
+    pricing: Pricing
+    spend: SpendStore
+
+    def budget_caps(self, provider_id: ProviderId) -> list[BudgetCap]:
+        """The budget caps a call to `provider_id` must fit (none when no budget is set)."""
+        s = self.settings
+        candidates = [
+            ("global", "day", s.budget_daily_usd, "MCP_LLM_BUDGET_DAILY_USD"),
+            ("global", "month", s.budget_monthly_usd, "MCP_LLM_BUDGET_MONTHLY_USD"),
+        ]
+        if provider_id == "openai":
+            candidates += [
+                ("openai", "day", s.openai_budget_daily_usd, "MCP_LLM_OPENAI_BUDGET_DAILY_USD"),
+                ("openai", "month", s.openai_budget_monthly_usd, "MCP_LLM_OPENAI_BUDGET_MONTHLY_USD"),
+            ]
+        else:
+            candidates += [
+                ("anthropic", "day", s.anthropic_budget_daily_usd, "MCP_LLM_ANTHROPIC_BUDGET_DAILY_USD"),
+                ("anthropic", "month", s.anthropic_budget_monthly_usd, "MCP_LLM_ANTHROPIC_BUDGET_MONTHLY_USD"),
+            ]
+        return [
+            BudgetCap(scope, period, round(usd * NANOS_PER_USD), variable)
+            for scope, period, usd, variable in candidates
+            if usd is not None
+        ]
 
     def limits(self, timeout_s: float | None) -> CallLimits:
         s = self.settings
@@ -141,9 +168,10 @@ def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] |
     return slot, client
 
 
-def build_state(settings: Settings) -> AppState:
+def build_state(settings: Settings, *, clock: Callable[[], float] = time.time) -> AppState:
     openai_slot, openai_client = _openai_slot(settings)
     anthropic_slot, anthropic_client = _anthropic_slot(settings)
+    conversations = _conversation_store(settings)
     return AppState(
         settings=settings,
         slots={"openai": openai_slot, "anthropic": anthropic_slot},
@@ -151,8 +179,10 @@ def build_state(settings: Settings) -> AppState:
         # A listing is one short response: bounded like the wait for a stream's first bytes.
         models=ModelCache(ttl_s=settings.models_ttl_s, timeout_s=settings.stall_timeout_s),
         redact=Redactor(settings.secrets()),
-        conversations=_conversation_store(settings),
+        conversations=conversations,
         file_limits=_file_limits(settings),
+        pricing=Pricing(settings.model_prices, settings.unknown_model_price),
+        spend=SpendStore(conversations.db, clock=clock),
     )
 
 
@@ -182,9 +212,10 @@ def _warm_up(modules: list[str]) -> None:
 
 
 @asynccontextmanager
-async def app_lifespan(settings: Settings) -> AsyncIterator[AppState]:
+async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.time) -> AsyncIterator[AppState]:
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
     state = build_state(settings)
+    state.spend.clock = clock
     modules = [provider_id for provider_id, slot in state.slots.items() if slot.adapter is not None]  # = SDK names
     if modules:
         # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the

@@ -108,3 +108,42 @@ def error_details(result: CallToolResult) -> dict[str, Any]:
 def text_of(result: CallToolResult) -> str:
     """The text blocks of a tool result, joined."""
     return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+# --- the store's backends: SQLite always, and a real PostgreSQL (.ci/run starts one) ----------------------------
+
+POSTGRES_ENV = "MCP_LLM_TEST_POSTGRES_URL"
+
+
+async def fresh_postgres_database(admin_url: str) -> str:
+    """A new, empty database on the test PostgreSQL; its SQLAlchemy URL."""
+    import secrets
+
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    name = f"t_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of the test's own, on each backend the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    import os
+
+    admin = os.environ.get(POSTGRES_ENV)
+    if not admin:
+        if os.environ.get("CI") or os.environ.get("MCP_LLM_REQUIRE_POSTGRES"):
+            pytest.fail(f"{POSTGRES_ENV} is not set: .ci/run starts a PostgreSQL and sets it")
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (a postgresql+asyncpg:// URL), or run .ci/run")
+    return await fresh_postgres_database(admin)

@@ -31,7 +31,7 @@ async def test_resource_is_listed_and_describes_both_providers(make_settings: Se
     async with Client(build_server(settings)) as client:
         listed = await client.list_resources()
         catalog = await read_catalog(client)
-    assert [r.uri for r in listed.resources] == ["llm://models"]
+    assert [r.uri for r in listed.resources] == ["llm://models", "llm://usage"]
     openai, anthropic = catalog["providers"]
     assert {k: openai[k] for k in ("id", "tool", "configured", "key_set", "missing_variable")} == {
         "id": "openai",

@@ -11,7 +11,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_llm_server.store import ConversationStore, Database, NewTurn, StoreError
+from mcp_llm_server.store import (
+    BudgetCap,
+    BudgetExceeded,
+    ConversationStore,
+    Database,
+    LedgerEntry,
+    NewTurn,
+    SpendStore,
+    StoreError,
+)
 from mcp_llm_server.store.db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
@@ -72,10 +81,10 @@ async def test_not_a_database_url(tmp_path: Path) -> None:
         await store.list_recent()
 
 
-async def test_expiry_by_age(tmp_path: Path) -> None:
+async def test_expiry_by_age(database_url: str) -> None:
     """Conversations not updated within the age limit are hidden at once and deleted at the next write."""
     now = [1_000_000.0]
-    store = ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=3600, max_chars=None, clock=lambda: now[0])
+    store = ConversationStore(Database(database_url), max_age_s=3600, max_chars=None, clock=lambda: now[0])
     await store.append("old", turn("old question"))
     now[0] += 1800
     await store.append("recent", turn("recent question"))
@@ -88,9 +97,9 @@ async def test_expiry_by_age(tmp_path: Path) -> None:
     await store.db.aclose()
 
 
-async def test_turn_totals_and_order(tmp_path: Path) -> None:
+async def test_turn_totals_and_order(database_url: str) -> None:
     """Turns come back in order, with the conversation's title, token totals and models used."""
-    store = ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=None, max_chars=None)
+    store = ConversationStore(Database(database_url), max_age_s=None, max_chars=None)
     for n in range(3):
         assert await store.append("c1", turn(f"question {n}")) == n
     conversation = await store.get("c1")
@@ -103,9 +112,9 @@ async def test_turn_totals_and_order(tmp_path: Path) -> None:
     await store.db.aclose()
 
 
-async def test_two_stores_on_one_file_lose_no_turn(tmp_path: Path) -> None:
-    """Writers with their own engines (as two server processes have) append to one conversation: every turn kept."""
-    stores = [ConversationStore(Database(url(tmp_path / "c.db")), max_age_s=None, max_chars=None) for _ in range(2)]
+async def test_two_stores_on_one_file_lose_no_turn(database_url: str) -> None:
+    """Two engines (as two server processes have) append to one conversation: every turn kept."""
+    stores = [ConversationStore(Database(database_url), max_age_s=None, max_chars=None) for _ in range(2)]
     await stores[0].append("shared", turn("first"))
 
     async def write(store: ConversationStore, label: str) -> None:
@@ -141,3 +150,54 @@ def test_settings_of_this_slice(monkeypatch: pytest.MonkeyPatch) -> None:
         1_048_576,
         False,
     )
+
+
+async def test_version_1_database_migrated(tmp_path: Path) -> None:
+    """A database of schema version 1 (conversations only) gains the ledger tables and version 2, turns kept."""
+    path = tmp_path / "c.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+    store = ConversationStore(Database(url(path)), max_age_s=None, max_chars=None)
+    await store.append("c1", turn("kept"))
+    spend = SpendStore(store.db)
+    await spend.settle(await spend.reserve([], 0), 0, None)
+    assert (await spend.report())["today"]["calls"] == 0
+    await store.db.aclose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"ledger", "budget_spend", "conversations", "turns"} <= tables
+
+
+async def test_reserve_settle_and_the_next_window(database_url: str) -> None:
+    """Reservations fill a cap exactly, a refusal says which cap and when it resets, settlement frees the rest."""
+    now = [1_795_000_000.0]
+    spend = SpendStore(Database(database_url), clock=lambda: now[0])
+    caps = [BudgetCap("global", "day", 100, "MCP_LLM_BUDGET_DAILY_USD"), BudgetCap("openai", "month", 1000, "X")]
+    held = [await spend.reserve(caps, 40), await spend.reserve(caps, 60)]
+    with pytest.raises(BudgetExceeded) as refused:
+        await spend.reserve(caps, 1)
+    assert refused.value.cap.period == "day" and refused.value.spent_nanos == 100
+    assert refused.value.resets_at.timestamp() > now[0]
+    assert await spend.spent("openai", "month") == 100  # the refused reservation left nothing behind
+    entry = LedgerEntry("openai", "m", 10, 0, 5, None, 25, None, "ask_openai", "stdio")
+    await spend.settle(held[0], 25, entry)
+    assert await spend.spent("global", "day") == 85
+    await spend.reserve(caps, 15)
+    now[0] += 86_400.0
+    assert await spend.spent("global", "day") == 0
+    await spend.reserve(caps, 100)
+    assert await spend.spent("openai", "month") == 200
+    await spend.db.aclose()
+
+
+async def test_replicas_opening_an_empty_database_together(database_url: str) -> None:
+    """Eight engines (as replicas starting together) opening one empty database: each gets the schema, none fails."""
+    stores = [ConversationStore(Database(database_url), max_age_s=None, max_chars=None) for _ in range(8)]
+    async with anyio.create_task_group() as tg:
+        for n, store in enumerate(stores):
+            tg.start_soon(store.append, f"c{n}", turn(f"question {n}"))
+    assert len(await stores[0].list_recent()) == 8
+    for store in stores:
+        await store.db.aclose()

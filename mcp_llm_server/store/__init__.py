@@ -13,13 +13,19 @@ from .conversations import (
     new_conversation_id,
 )
 from .db import Database, StoreError, default_database_url
+from .spend import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore
 
 __all__ = [
+    "BudgetCap",
+    "BudgetExceeded",
     "Conversation",
     "ConversationStore",
     "ConversationSummary",
     "Database",
+    "LedgerEntry",
     "NewTurn",
+    "Reservation",
+    "SpendStore",
     "StoreError",
     "StoredFile",
     "StoredTurn",

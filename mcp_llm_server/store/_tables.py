@@ -20,11 +20,15 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
+    update,
 )
 
 from .db import SCHEMA_VERSION, StoreError
 
 metadata = MetaData()
+
+_PREPARE_LOCK = 0x6D63706C6C6D  # "mcpllm": the advisory lock that serialises schema preparation on PostgreSQL
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
@@ -60,8 +64,43 @@ turns = Table(
 )
 
 
+# The spend ledger: one row per upstream answer that consumed tokens. Money in nano-dollars (exact sums).
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("cached_input_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("reasoning_tokens", BigInteger, nullable=True),
+    Column("cost_nanos", BigInteger, nullable=True),  # null: the model's price is unknown
+    Column("conversation_id", String(32), nullable=True, index=True),
+    Column("tool", String(64), nullable=False),
+    Column("caller", String(128), nullable=False),
+)
+
+# Budget windows: what has been reserved or spent per scope (`global`, `openai`, `anthropic`) and period
+# (`day:2026-11-24`, `month:2026-11`). A reservation is one conditional UPDATE per window, in one transaction.
+budget_spend = Table(
+    "budget_spend",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("spent_nanos", BigInteger, nullable=False),
+)
+
+
 def prepare(conn: Connection, where: str) -> None:
-    """Check the schema version (refuse a newer one), create the tables that are missing, record the version."""
+    """Check the schema version (refuse a newer one), create the tables that are missing, record the version.
+
+    Migrations: version 1 (conversations) to 2 (ledger, budget windows) only adds tables, which `create_all` does.
+    """
+    if conn.dialect.name == "postgresql":
+        # Replicas starting together on an empty database: one creates the tables, the others wait, then see them.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PREPARE_LOCK})
     version = None
     if inspect(conn).has_table("schema_version"):
         version = conn.execute(select(schema_version.c.version)).scalar()
@@ -74,3 +113,5 @@ def prepare(conn: Connection, where: str) -> None:
     metadata.create_all(conn, checkfirst=True)
     if version is None:
         conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+    elif version < SCHEMA_VERSION:
+        conn.execute(update(schema_version).values(version=SCHEMA_VERSION))

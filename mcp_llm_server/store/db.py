@@ -20,8 +20,9 @@ __all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: conversations; 2: + ledger, budget_spend
 _APP_NAME = "mcp-llm-server"
+_PREPARE_TRIES = 3
 
 
 class StoreError(Exception):
@@ -69,7 +70,7 @@ class Database:
     async def _open(self) -> AsyncEngine:
         from sqlalchemy import event
         from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
         from sqlalchemy.ext.asyncio import create_async_engine
 
         from . import _tables
@@ -85,8 +86,16 @@ class Database:
         if sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(_tables.prepare, self.describe())
+            for attempt in range(_PREPARE_TRIES):
+                try:
+                    async with engine.begin() as conn:
+                        await conn.run_sync(_tables.prepare, self.describe())
+                    break
+                except (IntegrityError, OperationalError):
+                    # Another process created the tables meanwhile (SQLite has no lock to wait on for this): again.
+                    if attempt == _PREPARE_TRIES - 1:
+                        raise
+                    logger.debug("schema preparation collided with another process; again", exc_info=True)
         except StoreError:
             await engine.dispose()
             raise

@@ -12,6 +12,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from ..aliases import AliasMismatch, model_for
 from ..calls import run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..metering import BudgetExceeded, caller_of, metered_call, refusal_structured
 from ..progress import progress_relay
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskResult, TokenUsage
@@ -114,9 +115,19 @@ async def _ask(
             heartbeat_s=settings.heartbeat_s,
             waiting_for=f"{slot.label} {request.model}",
         ) as progress:
-            outcome = await run_call(
-                provider, request, limiter=slot.limiter, limits=state.limits(timeout_s), progress=progress
+            metered = await metered_call(
+                state,
+                provider_id,
+                request,
+                lambda: run_call(
+                    provider, request, limiter=slot.limiter, limits=state.limits(timeout_s), progress=progress
+                ),
+                tool="ask_openai" if provider_id == "openai" else "ask_claude",
+                conversation_id=call.conversation_id,
+                caller=caller_of(ctx),
             )
+    except BudgetExceeded as refused:
+        return error_result(state, str(refused), refusal_structured(refused))
     except UpstreamFailure as failure:
         logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
         message = failure.describe()
@@ -126,6 +137,7 @@ async def _ask(
         if call.continued:
             structured["conversation_id"] = call.conversation_id
         return error_result(state, message, structured)
+    outcome = metered.outcome
     completion = outcome.completion
     saved_to = await call.save(state, [call.new_turn(provider_id, prompt, completion)])
     result = AskResult(
@@ -139,6 +151,8 @@ async def _ask(
             reasoning_tokens=completion.usage.reasoning_tokens,
             cached_input_tokens=completion.usage.cached_input_tokens,
         ),
+        cost_usd=metered.cost.usd_float,
+        cost_note=metered.cost.note,
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -21,9 +22,11 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ..aliases import AliasMismatch, model_for, resolve_alias
-from ..calls import CallOutcome, run_call
+from ..calls import run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..files import FileRefused, read_files
+from ..metering import BudgetExceeded, Metered, caller_of, metered_call, refusal_structured
+from ..pricing import nanos_to_usd
 from ..progress import SendProgress, progress_relay
 from ..providers.base import FileText, LLMRequest, OutputFormat, Provider, ProviderId
 from ..state import AppState, ProviderSlot
@@ -108,8 +111,15 @@ class _Run:
     model: str = ""
     last_output: str = ""
     last_stop_reason: str | None = None
+    cost_nanos: int = 0
+    cost_note: str | None = None  # set when an attempt's price is unknown (then the total is null)
 
-    def add(self, outcome: CallOutcome) -> None:
+    def add(self, metered: Metered) -> None:
+        outcome = metered.outcome
+        if metered.cost.nanos is None:
+            self.cost_note = metered.cost.note
+        else:
+            self.cost_nanos += metered.cost.nanos
         completion = outcome.completion
         self.upstream_requests += outcome.attempts
         self.model = completion.model
@@ -130,6 +140,8 @@ class _Run:
             "provider": provider_id,
             "model": self.model,
             "usage": self.usage(),
+            "cost_usd": None if self.cost_note is not None else nanos_to_usd(self.cost_nanos),
+            "cost_note": self.cost_note,
         }
 
 
@@ -238,6 +250,7 @@ def _upstream_error(
     structured = failure.as_structured()
     structured["error"].update(extract_attempts=run.attempts, provider_id=provider_id, model=model)
     structured["error"]["usage"] = run.usage()
+    structured["error"]["cost_usd"] = run.summary(provider_id)["cost_usd"]
     return error_result(state, message, structured)
 
 
@@ -299,11 +312,15 @@ async def extract_json(
         if loaded:
             prompt = _FILES_NOTE + prompt
         try:
-            outcome = await _ask(state, adapter, slot, ladder, prompt, run, send, deadline, files=loaded)
+            metered = await _ask(
+                state, adapter, slot, ladder, prompt, run, send, deadline, files=loaded, caller=caller_of(ctx)
+            )
+        except BudgetExceeded as refused:
+            return error_result(state, str(refused), refusal_structured(refused))
         except UpstreamFailure as failure:
             return _upstream_error(state, run, failure, provider_id, run.model)
-        run.add(outcome)
-        last = checked.extract(outcome.completion.text)
+        run.add(metered)
+        last = checked.extract(metered.outcome.completion.text)
         if last.ok:
             return _success(run, provider_id, last.value)
         logger.info("extract_json attempt %d: %s", run.attempts, _describe_problem(last))
@@ -324,7 +341,8 @@ async def _ask(
     send: SendProgress | None,
     deadline: float,
     files: tuple[FileText, ...] = (),
-) -> CallOutcome:
+    caller: str = "stdio",
+) -> Metered:
     """One attempt: one answer through `run_call` (its upstream retries included), within the call's deadline.
 
     A 400 while asking for a native output format drops to the next rung of `ladder` (in place, so later
@@ -355,12 +373,21 @@ async def _ask(
                 heartbeat_s=settings.heartbeat_s,
                 waiting_for=f"{slot.label} {run.model}",
             ) as progress:
-                return await run_call(
-                    adapter,
+                return await metered_call(
+                    state,
+                    slot.id,
                     request,
-                    limiter=slot.limiter,
-                    limits=replace(limits, timeout_s=remaining),
-                    progress=progress,
+                    partial(
+                        run_call,
+                        adapter,
+                        request,
+                        limiter=slot.limiter,
+                        limits=replace(limits, timeout_s=remaining),
+                        progress=progress,
+                    ),
+                    tool="extract_json",
+                    conversation_id=None,
+                    caller=caller,
                 )
         except UpstreamFailure as failure:
             if failure.kind != "bad_request" or output_format is None or failure.partial_text:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import anyio
 from mcp.server import MCPServer
@@ -20,6 +20,8 @@ from pydantic import Field
 from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import CallLimits, run_call
 from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..metering import BudgetExceeded, caller_of, metered_call
+from ..pricing import NANOS_PER_USD, nanos_to_usd
 from ..progress import FanoutProgress, Progress, fanout_relay
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
 from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
@@ -122,14 +124,34 @@ def _failed(target: Target, started: float, error: TargetError, attempts: int) -
 
 
 async def _ask_target(
-    state: AppState, target: Target, request: LLMRequest, limits: CallLimits, progress: Progress
+    state: AppState,
+    target: Target,
+    request: LLMRequest,
+    limits: CallLimits,
+    progress: Progress,
+    *,
+    conversation_id: str | None,
+    caller: str,
 ) -> TargetAnswer:
     """One target's answer, or its error; never raises (except for cancellation)."""
     slot = state.slots[target.provider]
     started = anyio.current_time()
     try:
         provider = slot.require()
-        outcome = await run_call(provider, request, limiter=slot.limiter, limits=limits, progress=progress)
+        metered = await metered_call(
+            state,
+            target.provider,
+            request,
+            lambda: run_call(provider, request, limiter=slot.limiter, limits=limits, progress=progress),
+            tool="ask_many",
+            conversation_id=conversation_id,
+            caller=caller,
+        )
+    except BudgetExceeded as refused:
+        error = TargetError(
+            kind="budget_exceeded", message=str(refused), status=None, request_id=None, retryable=False, partial_text=""
+        )
+        return _failed(target, started, error, attempts=0)
     except ProviderNotConfigured as exc:
         error = TargetError(
             kind="not_configured", message=str(exc), status=None, request_id=None, retryable=False, partial_text=""
@@ -157,6 +179,7 @@ async def _ask_target(
             partial_text="",
         )
         return _failed(target, started, error, attempts=0)
+    outcome = metered.outcome
     completion = outcome.completion
     return TargetAnswer(
         target=target.label,
@@ -170,6 +193,8 @@ async def _ask_target(
             reasoning_tokens=completion.usage.reasoning_tokens,
             cached_input_tokens=completion.usage.cached_input_tokens,
         ),
+        cost_usd=metered.cost.usd_float,
+        cost_note=metered.cost.note,
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,
@@ -198,7 +223,14 @@ def _render(result: AskManyResult) -> str:
 
 
 async def _fan_out(
-    state: AppState, targets: list[Target], request: LLMRequest, limits: CallLimits, progress: FanoutProgress
+    state: AppState,
+    targets: list[Target],
+    request: LLMRequest,
+    limits: CallLimits,
+    progress: FanoutProgress,
+    *,
+    conversation_id: str | None,
+    caller: str,
 ) -> list[TargetAnswer]:
     answers: list[TargetAnswer | None] = [None] * len(targets)
     finished = 0
@@ -214,7 +246,15 @@ async def _fan_out(
             history=request.history,
             files=request.files,
         )
-        answer = await _ask_target(state, target, target_request, limits, progress.channel(target.label))
+        answer = await _ask_target(
+            state,
+            target,
+            target_request,
+            limits,
+            progress.channel(target.label),
+            conversation_id=conversation_id,
+            caller=caller,
+        )
         answers[index] = answer
         progress.done(target.label)  # heartbeats name only the targets still running
         finished += 1
@@ -228,6 +268,15 @@ async def _fan_out(
         for index, target in enumerate(targets):
             tg.start_soon(one, index, target)
     return [answer for answer in answers if answer is not None]
+
+
+def _total_cost(answers: list[TargetAnswer]) -> dict[str, Any]:
+    """The answers' cost together (summed in nano-dollars, exact); null with a note when one is unpriced."""
+    unpriced = [a.target for a in answers if a.error is None and a.cost_usd is None]
+    if unpriced:
+        return {"cost_usd": None, "cost_note": f"no price known for {', '.join(unpriced)} (see each cost_note)"}
+    nanos = sum(round(a.cost_usd * NANOS_PER_USD) for a in answers if a.cost_usd is not None)
+    return {"cost_usd": nanos_to_usd(nanos), "cost_note": None}
 
 
 def _turn(call: CallContext, prompt: str, answer: TargetAnswer) -> NewTurn:
@@ -312,7 +361,15 @@ async def _ask_many_in(
         tail_chars=settings.progress_tail_chars,
         heartbeat_s=settings.heartbeat_s,
     ) as progress:
-        answers = await _fan_out(state, parsed, request, state.limits(timeout_s), progress)
+        answers = await _fan_out(
+            state,
+            parsed,
+            request,
+            state.limits(timeout_s),
+            progress,
+            conversation_id=call.conversation_id,
+            caller=caller_of(ctx),
+        )
     failed = sum(1 for answer in answers if answer.error is not None)
     # One turn per answer, in target order (failed targets add none).
     saved_to = await call.save(state, [_turn(call, prompt, a) for a in answers if a.error is None])
@@ -323,6 +380,7 @@ async def _ask_many_in(
         latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
         conversation_id=saved_to,
         turns_omitted=call.turns_omitted,
+        **_total_cost(answers),
     )
     # The conversation the answers were saved to, where the whole of a truncated one stays readable.
     cap_answers(result.answers, settings.max_output_chars, result.conversation_id)
