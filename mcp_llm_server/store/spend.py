@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .db import Database
@@ -140,19 +140,7 @@ class SpendStore:
                     )
             if entry is not None:
                 await conn.execute(
-                    insert(ledger).values(
-                        created_at=self.clock(),
-                        provider=entry.provider,
-                        model=entry.model,
-                        input_tokens=entry.input_tokens,
-                        cached_input_tokens=entry.cached_input_tokens,
-                        output_tokens=entry.output_tokens,
-                        reasoning_tokens=entry.reasoning_tokens,
-                        cost_nanos=entry.cost_nanos,
-                        conversation_id=entry.conversation_id,
-                        tool=entry.tool,
-                        caller=entry.caller,
-                    )
+                    insert(ledger).values(created_at=self.clock(), **asdict(entry))  # its fields are the columns
                 )
 
     async def spent(self, scope: str, period: str) -> int:
