@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
-from mcp_llm_server.standin import Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 __all__ = ["RemoteStandIn"]
 

@@ -23,7 +23,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mcp_llm_server.standin import Reply
+from mcp_llm_server._standin import Reply
 
 from .remote_standin import RemoteStandIn as StandIn
 

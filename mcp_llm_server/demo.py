@@ -18,7 +18,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from .standin import Reply, StandIn
+from ._standin import Reply, StandIn
 
 __all__ = ["run_demo"]
 

@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.types import TextResourceContents
 
 from mcp_llm_server.server import build_server
-from mcp_llm_server.standin import StandIn
+from mcp_llm_server._standin import StandIn
 
 pytestmark = pytest.mark.anyio
 

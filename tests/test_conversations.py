@@ -19,7 +19,7 @@ from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

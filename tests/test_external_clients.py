@@ -15,7 +15,7 @@ import pytest
 from conftest import server_env
 from http_server import running_http_server
 
-from mcp_llm_server.standin import Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / "node_modules" / ".bin"

@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.tools.extract import META_KEY
 
 pytestmark = pytest.mark.anyio

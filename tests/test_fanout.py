@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
 from mcp_llm_server.server import build_server
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

@@ -33,7 +33,7 @@ from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 from wire import STARTUP_S, wire_server
 
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = [
     pytest.mark.anyio,

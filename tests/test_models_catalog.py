@@ -13,7 +13,7 @@ from mcp.types import CallToolResult, TextResourceContents
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import SettingsError, load_settings
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from mcp.types import CallToolResult
 
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server.standin import Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import httpx2
 import openai
 import pytest
 
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 USER = [{"role": "user", "content": "one two three"}]
 

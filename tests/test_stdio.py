@@ -22,7 +22,7 @@ from conftest import ANTHROPIC_KEY, OPENAI_KEY, server_env, stdio_params, text_o
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
-from mcp_llm_server.standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pipes")
 

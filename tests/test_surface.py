@@ -13,7 +13,7 @@ from mcp import Client
 from pydantic import BaseModel
 
 from mcp_llm_server.server import build_server
-from mcp_llm_server.standin import Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.surface import flat_schema
 from mcp_llm_server.tools.common import answer_budgets
 
