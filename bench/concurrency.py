@@ -24,9 +24,9 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters
 
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import load_settings
-from mcp_llm_server._standin import Reply, StandIn
 
 OPENAI_KEY = "sk-bench-openai-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-bench-key-0123456789"

@@ -22,9 +22,9 @@ import anyio
 import jsonschema
 from mcp import Client
 
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import load_settings
-from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.tools.extract import META_KEY
 
 SCHEMA: dict[str, Any] = {

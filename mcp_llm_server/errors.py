@@ -21,6 +21,7 @@ FailureKind = Literal[
     "connection",
     "stream_error",
     "deadline",
+    "too_long",
     "refused",
 ]
 
@@ -38,6 +39,7 @@ _WHAT: dict[FailureKind, str] = {
     "connection": "connection failed",
     "stream_error": "stream failed",
     "deadline": "call deadline exceeded",
+    "too_long": "answer longer than asked for",
     "refused": "refused",
 }
 
@@ -55,6 +57,7 @@ _HINT: dict[FailureKind, str] = {
     "connection": "Check the base URL and the network, then call again.",
     "stream_error": "Call again; the partial answer is included.",
     "deadline": "Call again with a larger timeout_s or a smaller max_tokens.",
+    "too_long": "Call again, perhaps with a smaller max_tokens.",
     "refused": "",
 }
 

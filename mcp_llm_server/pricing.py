@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     from .providers.base import LLMRequest
 
-__all__ = ["Cost", "ModelPrice", "Pricing", "Rates", "estimate_input_tokens", "nanos_to_usd"]
+__all__ = ["Cost", "ModelPrice", "Pricing", "Rates", "estimate_input_tokens", "nanos_to_usd", "priced_input_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ def nanos_to_usd(nanos: int) -> float:
     return round(nanos / NANOS_PER_USD, 9)
 
 
+def priced_input_tokens(provider: str, input_tokens: int | None, cached_input_tokens: int | None) -> int:
+    """All the input tokens of an answer, cached ones included (see the module docstring for each API's convention)."""
+    return (input_tokens or 0) + ((cached_input_tokens or 0) if provider == "anthropic" else 0)
+
+
 def estimate_input_tokens(request: LLMRequest) -> int:
     """A generous estimate of the input: one token per 4 characters of everything sent, rounded up."""
     chars = len(request.prompt) + len(request.system or "")
@@ -94,7 +99,7 @@ class Pricing:
     ) -> Cost:
         """The cost of one answer (`input_tokens` as the provider reported them: see the module docstring)."""
         cached = cached_input_tokens or 0
-        total_input = (input_tokens or 0) + (cached if provider == "anthropic" else 0)
+        total_input = priced_input_tokens(provider, input_tokens, cached_input_tokens)
         output = output_tokens or 0
         override = self._override(provider, model)
         if override is not None:

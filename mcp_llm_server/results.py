@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from .providers.base import Usage
 
 __all__ = ["AskManyResult", "AskResult", "TargetAnswer", "TargetError", "TokenUsage"]
 
@@ -20,6 +25,15 @@ class TokenUsage(BaseModel):
         description="Of the input, tokens read from the provider's prompt cache (Anthropic cache_read_input_tokens, "
         "OpenAI cached_tokens); null when not reported.",
     )
+
+    @classmethod
+    def of(cls, usage: Usage) -> TokenUsage:
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+        )
 
 
 class AskResult(BaseModel):
@@ -52,6 +66,11 @@ class AskResult(BaseModel):
     )
     turns_omitted: int = Field(
         default=0, description="Earliest turns of the conversation left out to fit MCP_LLM_HISTORY_MAX_CHARS."
+    )
+    notes: list[str] | None = Field(
+        default=None,
+        description="What went wrong around a complete answer (it could not be saved, its cost could not be "
+        "recorded); null when nothing did.",
     )
 
 
@@ -109,4 +128,9 @@ class AskManyResult(BaseModel):
     )
     turns_omitted: int = Field(
         default=0, description="Earliest turns of the conversation left out to fit MCP_LLM_HISTORY_MAX_CHARS."
+    )
+    notes: list[str] | None = Field(
+        default=None,
+        description="What went wrong around a complete answer (it could not be saved, its cost could not be "
+        "recorded); null when nothing did.",
     )

@@ -15,19 +15,17 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .calls import CallLimits
 from .clients import LazyClient
 from .errors import ProviderNotConfigured
 from .files import FileLimits
 from .model_catalog import ModelCache
-from .pricing import NANOS_PER_USD, Pricing
+from .pricing import Pricing
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
-from .resilience import RetryPolicy
 from .settings import Settings
-from .store import BudgetCap, ConversationStore, Database, SpendStore
+from .store import ConversationStore, Database, SpendStore
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -70,42 +68,6 @@ class AppState:
     file_limits: FileLimits
     pricing: Pricing
     spend: SpendStore
-
-    def budget_caps(self, provider_id: ProviderId) -> list[BudgetCap]:
-        """The budget caps a call to `provider_id` must fit (none when no budget is set)."""
-        s = self.settings
-        candidates = [
-            ("global", "day", s.budget_daily_usd, "MCP_LLM_BUDGET_DAILY_USD"),
-            ("global", "month", s.budget_monthly_usd, "MCP_LLM_BUDGET_MONTHLY_USD"),
-        ]
-        if provider_id == "openai":
-            candidates += [
-                ("openai", "day", s.openai_budget_daily_usd, "MCP_LLM_OPENAI_BUDGET_DAILY_USD"),
-                ("openai", "month", s.openai_budget_monthly_usd, "MCP_LLM_OPENAI_BUDGET_MONTHLY_USD"),
-            ]
-        else:
-            candidates += [
-                ("anthropic", "day", s.anthropic_budget_daily_usd, "MCP_LLM_ANTHROPIC_BUDGET_DAILY_USD"),
-                ("anthropic", "month", s.anthropic_budget_monthly_usd, "MCP_LLM_ANTHROPIC_BUDGET_MONTHLY_USD"),
-            ]
-        return [
-            BudgetCap(scope, period, round(usd * NANOS_PER_USD), variable)
-            for scope, period, usd, variable in candidates
-            if usd is not None
-        ]
-
-    def limits(self, timeout_s: float | None) -> CallLimits:
-        s = self.settings
-        return CallLimits(
-            timeout_s=min(timeout_s or s.call_timeout_s, s.max_call_timeout_s),
-            stall_s=s.stall_timeout_s,
-            policy=RetryPolicy(
-                max_attempts=s.max_attempts,
-                backoff_initial_s=s.backoff_initial_s,
-                backoff_max_s=s.backoff_max_s,
-                retry_after_max_s=s.retry_after_max_s,
-            ),
-        )
 
     async def aclose(self) -> None:
         for client in self.clients:

@@ -20,9 +20,9 @@ from mcp import Client, MCPDeprecationWarning
 from mcp.types import CallToolResult, ProgressNotification
 
 from mcp_llm_server import __version__
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 MODES = ["auto", "legacy"]
 TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}

@@ -10,8 +10,8 @@ from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory
 from mcp import Client
 from mcp.types import TextResourceContents
 
-from mcp_llm_server.server import build_server
 from mcp_llm_server._standin import StandIn
+from mcp_llm_server.server import build_server
 
 pytestmark = pytest.mark.anyio
 

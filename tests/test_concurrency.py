@@ -13,9 +13,9 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server import state as state_module
+from mcp_llm_server._standin import Api, RecordedRequest, Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server._standin import Api, RecordedRequest, Reply, StandIn
 from mcp_llm_server.state import AppState
 
 pytestmark = pytest.mark.anyio

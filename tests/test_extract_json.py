@@ -15,8 +15,8 @@ from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details, 
 from mcp import Client
 from mcp.types import CallToolResult
 
-from mcp_llm_server.server import build_server
 from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server.server import build_server
 from mcp_llm_server.tools.extract import META_KEY
 
 pytestmark = pytest.mark.anyio

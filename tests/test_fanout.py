@@ -11,8 +11,8 @@ from conftest import SettingsFactory
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from mcp_llm_server.server import build_server
 from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server.server import build_server
 
 pytestmark = pytest.mark.anyio
 

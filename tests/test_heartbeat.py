@@ -13,9 +13,9 @@ from conftest import SettingsFactory, server_env, stdio_params, text_of
 from mcp import Client
 from mcp.types import ProgressNotification
 
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.cli import main
 from mcp_llm_server.http import is_loopback, transport_security
 from mcp_llm_server.settings import load_settings
-from mcp_llm_server._standin import Reply, StandIn
 
 TOKEN = "test-token-0123456789abcdef"
 ALLOWED_HOST = "mcp.example.test"

@@ -11,9 +11,9 @@ from conftest import OPENAI_KEY, SettingsFactory, error_details, text_of
 from mcp import Client
 from mcp.types import CallToolResult, TextResourceContents
 
+from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import SettingsError, load_settings
-from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

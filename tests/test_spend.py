@@ -15,9 +15,9 @@ from genai_prices import Usage, calc_price
 from mcp import Client
 from mcp.types import CallToolResult
 
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 

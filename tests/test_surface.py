@@ -12,10 +12,10 @@ from conftest import SettingsFactory, server_env, text_of
 from mcp import Client
 from pydantic import BaseModel
 
-from mcp_llm_server.server import build_server
 from mcp_llm_server._standin import Reply, StandIn
+from mcp_llm_server.render import answer_budgets
+from mcp_llm_server.server import build_server
 from mcp_llm_server.surface import flat_schema
-from mcp_llm_server.tools.common import answer_budgets
 
 pytestmark = pytest.mark.anyio
 

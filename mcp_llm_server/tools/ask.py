@@ -9,21 +9,20 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 
-from ..aliases import AliasMismatch, model_for
-from ..calls import run_call
-from ..errors import ProviderNotConfigured, UpstreamFailure
-from ..metering import BudgetExceeded, caller_of, metered_call, refusal_structured
-from ..progress import progress_relay
-from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
+from ..errors import UpstreamFailure
+from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
+from ..providers.base import ProviderId, ReasoningEffort
+from ..render import answer_result, error_result
 from ..results import AskResult, TokenUsage
+from ..sdk_adapter import app_state
 from ..state import AppState
-from .common import answer_result, app_state, error_result, progress_sender
-from .context import CallContext, ContextRefused, prepare_context
 from .params import ConversationId, Files, MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
-__all__ = ["ask", "register_ask_tools"]
+__all__ = ["TOOL_NAMES", "ask", "register_ask_tools"]
 
 logger = logging.getLogger(__name__)
+
+TOOL_NAMES: dict[ProviderId, str] = {"openai": "ask_openai", "anthropic": "ask_claude"}
 
 _ANNOTATIONS = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)
 
@@ -47,119 +46,71 @@ async def ask(
     conversation_id: str | None = None,
     files: list[str] | None = None,
 ) -> CallToolResult:
-    """One call: its files read and its conversation's history loaded (its lock held until the turn is saved)."""
     state = app_state(ctx)
     try:
-        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
-            return await _ask(
-                ctx,
-                provider_id,
-                call,
-                prompt=prompt,
-                model=model,
+        async with model_call(
+            ctx,
+            tool=TOOL_NAMES[provider_id],
+            timeout_s=timeout_s,
+            conversation_id=conversation_id,
+            system=system,
+            files=files,
+        ) as call:
+            slot, _ = call.provider(provider_id)
+            request = call.request(
+                prompt,
+                call.model(provider_id, model),
                 max_tokens=max_tokens,
                 temperature=temperature,
-                timeout_s=timeout_s,
                 reasoning_effort=reasoning_effort,
             )
-    except ContextRefused as exc:
-        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
+            call.check_prompt_size(len(prompt) + len(request.system or ""))
+            try:
+                async with call.progress(f"{slot.label} {request.model}") as progress:
+                    metered = await call.answer(provider_id, request, progress)
+            except UpstreamFailure as failure:
+                return _failure_result(call, failure)
+            turn = call.context.new_turn(provider_id, prompt, metered.outcome.completion)
+            saved_to, save_note = await call.save([turn])
+            return answer_result(state, _result(call, provider_id, metered, saved_to, save_note))
+    except CallRefused as refused:
+        return refusal_result(state, refused)
 
 
-async def _ask(
-    ctx: Context[AppState],
-    provider_id: ProviderId,
-    call: CallContext,
-    *,
-    prompt: str,
-    model: str | None,
-    max_tokens: int | None,
-    temperature: float | None,
-    timeout_s: float | None,
-    reasoning_effort: ReasoningEffort | None,
-) -> CallToolResult:
-    system = call.system
-    state = app_state(ctx)
-    slot = state.slots[provider_id]
-    try:
-        provider = slot.require()
-    except ProviderNotConfigured as exc:
-        return error_result(state, str(exc))
-    try:
-        model = model_for(state.settings.model_aliases, provider_id, model, slot.default_model)
-    except AliasMismatch as exc:
-        return error_result(state, str(exc))
-    limit = state.settings.max_prompt_chars
-    if len(prompt) + len(system or "") > limit:
-        return error_result(
-            state,
-            f"The prompt is {len(prompt) + len(system or ''):,} characters; this server accepts at most "
-            f"{limit:,} (MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
-        )
-    request = LLMRequest(
-        prompt=prompt,
-        model=model,
-        max_tokens=max_tokens or state.settings.max_tokens,
-        system=system,
-        temperature=temperature,
-        reasoning_effort=reasoning_effort,
-        history=call.history,
-        files=call.files,
-    )
-    settings = state.settings
-    try:
-        async with progress_relay(
-            progress_sender(ctx),
-            interval_s=settings.progress_interval_s,
-            tail_chars=settings.progress_tail_chars,
-            heartbeat_s=settings.heartbeat_s,
-            waiting_for=f"{slot.label} {request.model}",
-        ) as progress:
-            metered = await metered_call(
-                state,
-                provider_id,
-                request,
-                lambda: run_call(
-                    provider, request, limiter=slot.limiter, limits=state.limits(timeout_s), progress=progress
-                ),
-                tool="ask_openai" if provider_id == "openai" else "ask_claude",
-                conversation_id=call.conversation_id,
-                caller=caller_of(ctx),
-            )
-    except BudgetExceeded as refused:
-        return error_result(state, str(refused), refusal_structured(refused))
-    except UpstreamFailure as failure:
-        logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
-        message = failure.describe()
-        if failure.partial_text:
-            message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
-        structured = failure.as_structured()
-        if call.continued:
-            structured["conversation_id"] = call.conversation_id
-        return error_result(state, message, structured)
+def _failure_result(call: ModelCall, failure: UpstreamFailure) -> CallToolResult:
+    logger.warning("%s", failure.describe_briefly())
+    message = failure.describe()
+    if failure.partial_text:
+        message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
+    structured = failure.as_structured()
+    structured["partial_text"] = failure.partial_text[: call.settings.max_output_chars]
+    if call.context.continued:
+        structured["conversation_id"] = call.context.conversation_id
+    return error_result(call.state, message, structured)
+
+
+def _result(
+    call: ModelCall, provider_id: ProviderId, metered: Metered, saved_to: str | None, save_note: str | None
+) -> dict[str, object]:
     outcome = metered.outcome
     completion = outcome.completion
-    saved_to = await call.save(state, [call.new_turn(provider_id, prompt, completion)])
+    notes = [*call.notes, *([save_note] if save_note else [])]
     result = AskResult(
         text=completion.text,
         provider=provider_id,
         model=completion.model,
         stop_reason=completion.stop_reason,
-        usage=TokenUsage(
-            input_tokens=completion.usage.input_tokens,
-            output_tokens=completion.usage.output_tokens,
-            reasoning_tokens=completion.usage.reasoning_tokens,
-            cached_input_tokens=completion.usage.cached_input_tokens,
-        ),
+        usage=TokenUsage.of(completion.usage),
         cost_usd=metered.cost.usd_float,
         cost_note=metered.cost.note,
         latency_ms=outcome.latency_ms,
         attempts=outcome.attempts,
         request_id=completion.request_id,
         conversation_id=saved_to,
-        turns_omitted=call.turns_omitted,
+        turns_omitted=call.context.turns_omitted,
+        notes=notes or None,
     )
-    return answer_result(state, result.model_dump(mode="json"))
+    return result.model_dump(mode="json")
 
 
 def register_ask_tools(server: MCPServer) -> None:

@@ -28,9 +28,9 @@ from pydantic import BaseModel, Field
 
 from ..aliases import resolve_alias
 from ..model_catalog import ModelListing
+from ..sdk_adapter import app_state
 from ..settings import Settings
 from ..state import AppState, ProviderSlot, build_state
-from .common import app_state
 from .fanout import MAX_TARGETS
 
 __all__ = [

@@ -16,9 +16,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from ..render import error_result, success_result
+from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import Conversation, ConversationSummary, StoreError
-from .common import app_state, error_result, success_result
 
 __all__ = ["CONVERSATION_URI", "register_conversation_tools"]
 

@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from ..aliases import AliasMismatch, model_for, resolve_alias
-from ..calls import run_call
-from ..errors import ProviderNotConfigured, UpstreamFailure
-from ..files import FileRefused, read_files
-from ..metering import BudgetExceeded, Metered, caller_of, metered_call, refusal_structured
+from ..aliases import resolve_alias
+from ..errors import UpstreamFailure
+from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
 from ..pricing import nanos_to_usd
-from ..progress import SendProgress, progress_relay
-from ..providers.base import FileText, LLMRequest, OutputFormat, Provider, ProviderId
-from ..state import AppState, ProviderSlot
-from .common import app_state, error_result, progress_sender
+from ..progress import SendProgress
+from ..providers.base import OutputFormat, ProviderId
+from ..render import error_result
+from ..sdk_adapter import app_state
+from ..state import AppState
 from .params import Files, Model, TimeoutS
 
 if TYPE_CHECKING:  # `jsonschema` is imported on the first call: the server must list its tools fast
@@ -212,9 +209,7 @@ def _success(run: _Run, provider_id: ProviderId, value: Any) -> CallToolResult:
     )
 
 
-def _exhausted(
-    state: AppState, run: _Run, last: Extraction, slot: ProviderSlot, provider_id: ProviderId
-) -> CallToolResult:
+def _exhausted(call: ModelCall, run: _Run, last: Extraction, provider_id: ProviderId) -> CallToolResult:
     if last.parse_error is not None:
         kind, why = "not_json", f"The last answer was not JSON ({last.parse_error})."
     else:
@@ -225,7 +220,7 @@ def _exhausted(
     last_output = _truncate(run.last_output, _LAST_OUTPUT_CHARS)
     message = (
         f"extract_json: no schema-valid JSON after {run.attempts} attempt{'s' if run.attempts != 1 else ''} "
-        f"({slot.label}, {run.model}). {why}\n\nLast output:\n{last_output}\n\n"
+        f"({call.state.slots[provider_id].label}, {run.model}). {why}\n\nLast output:\n{last_output}\n\n"
         "Check that the text holds what the schema requires, loosen the schema (fewer required properties, wider "
         "types), add `instructions`, or raise `max_attempts`."
     )
@@ -239,7 +234,7 @@ def _exhausted(
             **run.summary(provider_id),
         }
     }
-    return error_result(state, message, structured)
+    return error_result(call.state, message, structured)
 
 
 def _upstream_error(
@@ -280,115 +275,64 @@ async def extract_json(
         return error_result(state, str(exc), {"error": {"kind": "invalid_schema", "message": str(exc)}})
     alias = resolve_alias(settings.model_aliases, model) if model else None
     provider_id: ProviderId = provider or (alias.provider if alias else settings.extract_provider)
-    slot = state.slots[provider_id]
     try:
-        model = model_for(settings.model_aliases, provider_id, model, slot.default_model)
-    except AliasMismatch as exc:
-        return error_result(state, str(exc))
-    try:
-        adapter = slot.require()
-    except ProviderNotConfigured as exc:
-        return error_result(state, str(exc))
-    schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
-    size = len(text) + len(instructions or "") + len(schema_json)
-    if size > settings.max_prompt_chars:
-        return error_result(
-            state,
-            f"The text, instructions and schema come to {size:,} characters; this server accepts at most "
-            f"{settings.max_prompt_chars:,} (MCP_LLM_MAX_PROMPT_CHARS). Extract from a shorter part of the text.",
-        )
-    try:
-        loaded = await read_files(files, state.file_limits)
-    except FileRefused as exc:
-        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
-    run = _Run(checked=checked, max_attempts=max_attempts, model=model)
-    send = _counting(progress_sender(ctx))
-    deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
-    ladder = format_ladder(checked, provider_id)
+        async with model_call(ctx, tool="extract_json", timeout_s=timeout_s, files=files, saves_turns=False) as call:
+            call.provider(provider_id)
+            run = _Run(checked=checked, max_attempts=max_attempts, model=call.model(provider_id, model))
+            schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
+            call.check_prompt_size(
+                len(text) + len(instructions or "") + len(schema_json), "The text, instructions and schema together"
+            )
+            call.send = _counting(call.send)
+            return await _attempts(call, run, provider_id, text, schema_json, instructions)
+    except CallRefused as refused:
+        return refusal_result(state, refused)
+
+
+async def _attempts(
+    call: ModelCall, run: _Run, provider_id: ProviderId, text: str, schema_json: str, instructions: str | None
+) -> CallToolResult:
+    """Ask, validate, and send an invalid answer back with its errors, up to `run.max_attempts` times."""
+    ladder = format_ladder(run.checked, provider_id)
     last: Extraction | None = None
-    while run.attempts < max_attempts:
+    while run.attempts < run.max_attempts:
         run.attempts += 1
         prompt = _build_prompt(text, schema_json, instructions, run, last)
-        if loaded:
+        if call.context.files:
             prompt = _FILES_NOTE + prompt
         try:
-            metered = await _ask(
-                state, adapter, slot, ladder, prompt, run, send, deadline, files=loaded, caller=caller_of(ctx)
-            )
-        except BudgetExceeded as refused:
-            return error_result(state, str(refused), refusal_structured(refused))
+            metered = await _ask(call, provider_id, ladder, prompt, run)
         except UpstreamFailure as failure:
-            return _upstream_error(state, run, failure, provider_id, run.model)
+            return _upstream_error(call.state, run, failure, provider_id, run.model)
         run.add(metered)
-        last = checked.extract(metered.outcome.completion.text)
+        with call.deadline.bound("validating the model's answer against the schema"):
+            last = run.checked.extract(metered.outcome.completion.text)
         if last.ok:
             return _success(run, provider_id, last.value)
         logger.info("extract_json attempt %d: %s", run.attempts, _describe_problem(last))
-        if send is not None:
-            verdict = "asking again" if run.attempts < max_attempts else "giving up"
-            await send(0.0, f"Attempt {run.attempts} of {max_attempts}: {_describe_problem(last)}; {verdict}")
+        if call.send is not None:
+            verdict = "asking again" if run.attempts < run.max_attempts else "giving up"
+            await call.send(0.0, f"Attempt {run.attempts} of {run.max_attempts}: {_describe_problem(last)}; {verdict}")
     assert last is not None  # max_attempts >= 1
-    return _exhausted(state, run, last, slot, provider_id)
+    return _exhausted(call, run, last, provider_id)
 
 
 async def _ask(
-    state: AppState,
-    adapter: Provider,
-    slot: ProviderSlot,
-    ladder: list[OutputFormat | None],
-    prompt: str,
-    run: _Run,
-    send: SendProgress | None,
-    deadline: float,
-    files: tuple[FileText, ...] = (),
-    caller: str = "stdio",
+    call: ModelCall, provider_id: ProviderId, ladder: list[OutputFormat | None], prompt: str, run: _Run
 ) -> Metered:
-    """One attempt: one answer through `run_call` (its upstream retries included), within the call's deadline.
+    """One attempt: one answer (its upstream retries included), within the call's deadline.
 
     A 400 while asking for a native output format drops to the next rung of `ladder` (in place, so later
     attempts start there) and asks again; that does not count as an attempt.
     """
-    settings = state.settings
-    limits = state.limits(None)
     prefix = f"Attempt {run.attempts} of {run.max_attempts}: "
+    slot = call.state.slots[provider_id]
     while True:
         output_format = ladder[0]
-        request = LLMRequest(
-            prompt=prompt,
-            model=run.model,
-            max_tokens=settings.max_tokens,
-            system=_SYSTEM,
-            output_format=output_format,
-            files=files,
-        )
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0:
-            raise UpstreamFailure(slot.label, "deadline", detail="the call's time limit ran out between attempts")
+        request = call.request(prompt, run.model, system=_SYSTEM, output_format=output_format)
         try:
-            async with progress_relay(
-                send,
-                interval_s=settings.progress_interval_s,
-                tail_chars=settings.progress_tail_chars,
-                prefix=prefix,
-                heartbeat_s=settings.heartbeat_s,
-                waiting_for=f"{slot.label} {run.model}",
-            ) as progress:
-                return await metered_call(
-                    state,
-                    slot.id,
-                    request,
-                    partial(
-                        run_call,
-                        adapter,
-                        request,
-                        limiter=slot.limiter,
-                        limits=replace(limits, timeout_s=remaining),
-                        progress=progress,
-                    ),
-                    tool="extract_json",
-                    conversation_id=None,
-                    caller=caller,
-                )
+            async with call.progress(f"{slot.label} {run.model}", prefix=prefix) as progress:
+                return await call.answer(provider_id, request, progress)
         except UpstreamFailure as failure:
             if failure.kind != "bad_request" or output_format is None or failure.partial_text:
                 raise

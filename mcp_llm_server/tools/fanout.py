@@ -8,7 +8,7 @@ failure stays in its own entry; the call is an error only when every target fail
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, get_args
 
 import anyio
@@ -17,18 +17,17 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from ..aliases import AliasMismatch, model_for, resolve_alias
-from ..calls import CallLimits, run_call
-from ..errors import ProviderNotConfigured, UpstreamFailure
-from ..metering import BudgetExceeded, caller_of, metered_call
+from ..aliases import PROVIDER_NAMES, AliasMismatch, model_for, resolve_alias
+from ..errors import UpstreamFailure
+from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
 from ..pricing import NANOS_PER_USD, nanos_to_usd
-from ..progress import FanoutProgress, Progress, fanout_relay
+from ..progress import FanoutProgress
 from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
+from ..render import cap_answers, error_result, success_result
 from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
+from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import NewTurn, StoredFile
-from .common import app_state, cap_answers, error_result, progress_sender, success_result
-from .context import CallContext, ContextRefused, prepare_context
 from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
@@ -37,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 MAX_TARGETS = 8
 _PROVIDERS: tuple[ProviderId, ...] = get_args(ProviderId)
-_ALIASES: dict[str, ProviderId] = {"openai": "openai", "anthropic": "anthropic", "claude": "anthropic"}
 
 Targets = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
@@ -60,20 +58,23 @@ class Target:
     label: str  # `provider:model`, with ` #n` for the n-th repeat of the same target
 
 
-def parse_targets(specs: list[str] | None, state: AppState) -> list[Target] | str:
-    """The targets to ask, or a message naming every malformed one (nothing is sent upstream then)."""
+def parse_targets(specs: list[str] | None, state: AppState) -> list[Target]:
+    """The targets to ask; raises `CallRefused` naming every malformed one (nothing is sent upstream then)."""
     if specs is None:
         chosen = [(pid, slot.default_model) for pid, slot in state.slots.items() if slot.adapter is not None]
         if not chosen:
             variables = " and ".join(slot.missing_variable for slot in state.slots.values())
-            return f"No provider is configured: set {variables} in the server's environment and restart it."
+            raise CallRefused(
+                "not_configured",
+                f"No provider is configured: set {variables} in the server's environment and restart it.",
+            )
     else:
         chosen = []
         problems = []
         aliases = state.settings.model_aliases
         for spec in specs:
             name, _, model = spec.strip().partition(":")
-            provider = _ALIASES.get(name.strip().lower())
+            provider = PROVIDER_NAMES.get(name.strip().lower())
             model = model.strip()
             alias = resolve_alias(aliases, name) if provider is None and ":" not in spec else None
             if alias is not None:
@@ -93,10 +94,12 @@ def parse_targets(specs: list[str] | None, state: AppState) -> list[Target] | st
                 except AliasMismatch as exc:
                     problems.append(f"`{spec}`: {exc}")
         if problems:
-            return (
+            raise CallRefused(
+                "invalid_targets",
                 "Invalid targets: "
                 + "; ".join(problems)
-                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-5-5`."
+                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-5-5`.",
+                {"problems": problems},
             )
     seen: dict[str, int] = {}
     targets = []
@@ -123,45 +126,23 @@ def _failed(target: Target, started: float, error: TargetError, attempts: int) -
     )
 
 
-async def _ask_target(
-    state: AppState,
-    target: Target,
-    request: LLMRequest,
-    limits: CallLimits,
-    progress: Progress,
-    *,
-    conversation_id: str | None,
-    caller: str,
-) -> TargetAnswer:
+def _target_error(kind: str, message: str, **fields: Any) -> TargetError:
+    values: dict[str, Any] = {"status": None, "request_id": None, "retryable": False, "partial_text": ""}
+    return TargetError(kind=kind, message=message, **{**values, **fields})
+
+
+async def _ask_target(call: ModelCall, target: Target, request: LLMRequest, progress: FanoutProgress) -> TargetAnswer:
     """One target's answer, or its error; never raises (except for cancellation)."""
-    slot = state.slots[target.provider]
     started = anyio.current_time()
     try:
-        provider = slot.require()
-        metered = await metered_call(
-            state,
-            target.provider,
-            request,
-            lambda: run_call(provider, request, limiter=slot.limiter, limits=limits, progress=progress),
-            tool="ask_many",
-            conversation_id=conversation_id,
-            caller=caller,
-        )
-    except BudgetExceeded as refused:
-        error = TargetError(
-            kind="budget_exceeded", message=str(refused), status=None, request_id=None, retryable=False, partial_text=""
-        )
-        return _failed(target, started, error, attempts=0)
-    except ProviderNotConfigured as exc:
-        error = TargetError(
-            kind="not_configured", message=str(exc), status=None, request_id=None, retryable=False, partial_text=""
-        )
-        return _failed(target, started, error, attempts=0)
+        metered = await call.answer(target.provider, request, progress.channel(target.label))
+    except CallRefused as refused:
+        return _failed(target, started, _target_error(refused.kind, str(refused)), attempts=0)
     except UpstreamFailure as failure:
-        logger.warning("%s call to %s failed: %s", slot.label, request.model, failure.describe_briefly())
-        error = TargetError(
-            kind=failure.kind,
-            message=state.redact(failure.describe()),
+        logger.warning("%s failed: %s", target.label, failure.describe_briefly())
+        error = _target_error(
+            failure.kind,
+            call.state.redact(failure.describe()),
             status=failure.status,
             request_id=failure.request_id,
             retryable=failure.retryable,
@@ -169,16 +150,9 @@ async def _ask_target(
         )
         return _failed(target, started, error, attempts=failure.attempts)
     except Exception as exc:  # a bug in one target must not take the others down
-        logger.exception("%s call to %s failed unexpectedly", slot.label, request.model)
-        error = TargetError(
-            kind="internal",
-            message=state.redact(f"{slot.label}: unexpected error ({type(exc).__name__}: {exc})."),
-            status=None,
-            request_id=None,
-            retryable=False,
-            partial_text="",
-        )
-        return _failed(target, started, error, attempts=0)
+        logger.exception("%s failed unexpectedly", target.label)
+        message = call.state.redact(f"{target.label}: unexpected error ({type(exc).__name__}: {exc}).")
+        return _failed(target, started, _target_error("internal", message), attempts=0)
     outcome = metered.outcome
     completion = outcome.completion
     return TargetAnswer(
@@ -187,12 +161,7 @@ async def _ask_target(
         model=completion.model,
         text=completion.text,
         stop_reason=completion.stop_reason,
-        usage=TokenUsage(
-            input_tokens=completion.usage.input_tokens,
-            output_tokens=completion.usage.output_tokens,
-            reasoning_tokens=completion.usage.reasoning_tokens,
-            cached_input_tokens=completion.usage.cached_input_tokens,
-        ),
+        usage=TokenUsage.of(completion.usage),
         cost_usd=metered.cost.usd_float,
         cost_note=metered.cost.note,
         latency_ms=outcome.latency_ms,
@@ -223,38 +192,14 @@ def _render(result: AskManyResult) -> str:
 
 
 async def _fan_out(
-    state: AppState,
-    targets: list[Target],
-    request: LLMRequest,
-    limits: CallLimits,
-    progress: FanoutProgress,
-    *,
-    conversation_id: str | None,
-    caller: str,
+    call: ModelCall, targets: list[Target], request: LLMRequest, progress: FanoutProgress
 ) -> list[TargetAnswer]:
     answers: list[TargetAnswer | None] = [None] * len(targets)
     finished = 0
 
     async def one(index: int, target: Target) -> None:
         nonlocal finished
-        target_request = LLMRequest(
-            prompt=request.prompt,
-            model=target.model,
-            max_tokens=request.max_tokens,
-            system=request.system,
-            reasoning_effort=request.reasoning_effort,
-            history=request.history,
-            files=request.files,
-        )
-        answer = await _ask_target(
-            state,
-            target,
-            target_request,
-            limits,
-            progress.channel(target.label),
-            conversation_id=conversation_id,
-            caller=caller,
-        )
+        answer = await _ask_target(call, target, replace(request, model=target.model), progress)
         answers[index] = answer
         progress.done(target.label)  # heartbeats name only the targets still running
         finished += 1
@@ -279,15 +224,15 @@ def _total_cost(answers: list[TargetAnswer]) -> dict[str, Any]:
     return {"cost_usd": nanos_to_usd(nanos), "cost_note": None}
 
 
-def _turn(call: CallContext, prompt: str, answer: TargetAnswer) -> NewTurn:
+def _turn(call: ModelCall, prompt: str, answer: TargetAnswer) -> NewTurn:
     usage = answer.usage
     return NewTurn(
         provider=answer.provider,
         model=answer.model,
-        system=call.system,
+        system=call.context.system,
         prompt=prompt,
         answer=answer.text or "",
-        files=tuple(StoredFile(f.path, f.sha256, f.text) for f in call.files),
+        files=tuple(StoredFile(f.path, f.sha256, f.text) for f in call.context.files),
         stop_reason=answer.stop_reason,
         usage=usage.model_dump() if usage is not None else {},
     )
@@ -305,88 +250,44 @@ async def _ask_many(
     conversation_id: str | None = None,
     files: list[str] | None = None,
 ) -> CallToolResult:
-    """The fan-out with its files read and its conversation's history loaded (its lock held until saved)."""
     state = app_state(ctx)
     try:
-        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
-            return await _ask_many_in(
-                ctx,
-                call,
-                prompt=prompt,
-                targets=targets,
-                max_tokens=max_tokens,
-                timeout_s=timeout_s,
-                reasoning_effort=reasoning_effort,
-            )
-    except ContextRefused as exc:
-        return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
+        parsed = parse_targets(targets, state)
+        async with model_call(
+            ctx, tool="ask_many", timeout_s=timeout_s, conversation_id=conversation_id, system=system, files=files
+        ) as call:
+            call.check_prompt_size(len(prompt) + len(call.context.system or ""))
+            request = call.request(prompt, "", max_tokens=max_tokens, reasoning_effort=reasoning_effort)
+            started = anyio.current_time()
+            async with call.fanout_progress() as progress:
+                answers = await _fan_out(call, parsed, request, progress)
+            # One turn per answer, in target order (failed targets add none).
+            saved_to, save_note = await call.save([_turn(call, prompt, a) for a in answers if a.error is None])
+            return _result(call, answers, started, saved_to, save_note)
+    except CallRefused as refused:
+        return refusal_result(state, refused)
 
 
-async def _ask_many_in(
-    ctx: Context[AppState],
-    call: CallContext,
-    *,
-    prompt: str,
-    targets: list[str] | None,
-    max_tokens: int | None,
-    timeout_s: float | None,
-    reasoning_effort: ReasoningEffort | None,
+def _result(
+    call: ModelCall, answers: list[TargetAnswer], started: float, saved_to: str | None, save_note: str | None
 ) -> CallToolResult:
-    system = call.system
-    state = app_state(ctx)
-    settings = state.settings
-    parsed = parse_targets(targets, state)
-    if isinstance(parsed, str):
-        return error_result(state, parsed)
-    size = len(prompt) + len(system or "")
-    if size > settings.max_prompt_chars:
-        return error_result(
-            state,
-            f"The prompt is {size:,} characters; this server accepts at most {settings.max_prompt_chars:,} "
-            "(MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
-        )
-    request = LLMRequest(
-        prompt=prompt,
-        model="",
-        max_tokens=max_tokens or settings.max_tokens,
-        system=system,
-        reasoning_effort=reasoning_effort,
-        history=call.history,
-        files=call.files,
-    )
-    started = anyio.current_time()
-    async with fanout_relay(
-        progress_sender(ctx),
-        interval_s=settings.progress_interval_s,
-        tail_chars=settings.progress_tail_chars,
-        heartbeat_s=settings.heartbeat_s,
-    ) as progress:
-        answers = await _fan_out(
-            state,
-            parsed,
-            request,
-            state.limits(timeout_s),
-            progress,
-            conversation_id=call.conversation_id,
-            caller=caller_of(ctx),
-        )
     failed = sum(1 for answer in answers if answer.error is not None)
-    # One turn per answer, in target order (failed targets add none).
-    saved_to = await call.save(state, [_turn(call, prompt, a) for a in answers if a.error is None])
+    notes = [*call.notes, *([save_note] if save_note else [])]
     result = AskManyResult(
         answers=answers,
         succeeded=len(answers) - failed,
         failed=failed,
         latency_ms=round((anyio.current_time() - started) * 1000.0, 1),
         conversation_id=saved_to,
-        turns_omitted=call.turns_omitted,
+        turns_omitted=call.context.turns_omitted,
+        notes=notes or None,
         **_total_cost(answers),
     )
     # The conversation the answers were saved to, where the whole of a truncated one stays readable.
-    cap_answers(result.answers, settings.max_output_chars, result.conversation_id)
+    cap_answers(result.answers, call.settings.max_output_chars, result.conversation_id)
     structured = result.model_dump(mode="json")
     if result.succeeded == 0:
-        return error_result(state, "Every target failed.\n\n" + _render(result), structured, conforms=True)
+        return error_result(call.state, "Every target failed.\n\n" + _render(result), structured, conforms=True)
     return success_result(_render(result), structured)
 
 

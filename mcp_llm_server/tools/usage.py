@@ -11,10 +11,12 @@ from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, CallToolResult, ToolAnnotations
 
+from ..pipeline import budget_caps
 from ..pricing import NANOS_PER_USD
+from ..render import error_result, success_result
+from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import StoreError
-from .common import app_state, error_result, success_result
 
 __all__ = ["USAGE_URI", "register_usage_tools", "usage_report"]
 
@@ -39,7 +41,7 @@ async def _usage_report(state: AppState) -> dict[str, Any]:
     budgets = []
     seen: set[tuple[str, str]] = set()
     for provider_id in ("openai", "anthropic"):
-        for cap in state.budget_caps(provider_id):
+        for cap in budget_caps(state.settings, provider_id):
             if (cap.scope, cap.period) in seen:
                 continue
             seen.add((cap.scope, cap.period))

@@ -1,37 +1,26 @@
-"""Helpers every tool uses: reaching the shared state, results, errors and progress."""
+"""How tool results are rendered: success and error results, the output cap (answers and errors alike)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 
-from ..progress import SendProgress
-from ..results import TargetAnswer
-from ..state import AppState
+from .results import TargetAnswer
+from .state import AppState
 
 __all__ = [
     "ERROR_META_KEY",
     "Truncation",
     "answer_budgets",
     "answer_result",
-    "app_state",
     "cap_answers",
     "error_result",
-    "progress_sender",
     "success_result",
     "truncate_answer",
 ]
-
-logger = logging.getLogger(__name__)
-
-
-def app_state(ctx: Context[AppState]) -> AppState:
-    return ctx.request_context.lifespan_context
 
 
 def success_result(text: str, structured: dict[str, Any]) -> CallToolResult:
@@ -120,7 +109,7 @@ def error_result(
     (the MCP Inspector, TypeScript SDK clients) check `structuredContent` against the tool's output schema even on
     error results. Only `details` that do match it (`conforms=True`) are sent as `structuredContent`.
     """
-    message = state.redact(message)
+    message = _capped(state.redact(message), state.settings.max_output_chars)
     redacted = _redacted(state, details) if details is not None else None
     return CallToolResult(
         content=[TextContent(type="text", text=message)],
@@ -128,6 +117,12 @@ def error_result(
         _meta={ERROR_META_KEY: redacted} if redacted is not None and not conforms else None,
         is_error=True,
     )
+
+
+def _capped(text: str, cap: int) -> str:
+    """An error's text held to the output cap like an answer (a broken stream's partial answer can be long)."""
+    cut = truncate_answer(text, cap, cap=cap, conversation_id=None)
+    return text if cut.note is None else f"{cut.text}\n\n{cut.note}"
 
 
 def _redacted(state: AppState, value: Any) -> Any:
@@ -139,36 +134,3 @@ def _redacted(state: AppState, value: Any) -> Any:
     if isinstance(value, list):
         return [_redacted(state, item) for item in value]
     return value
-
-
-def _caller_listens(ctx: Context[AppState]) -> bool:
-    request = ctx.request_context
-    if request.meta and request.meta.get("progress_token") is not None:
-        return True
-    # The in-process dispatcher hands the caller's callback over directly, with no token in `meta`; the SDK
-    # exposes neither, so look at its dispatch context (possibly wrapped). If its shape is unknown, assume
-    # a listener: `report_progress` is a no-op without one, so that only costs the relay's work.
-    outbound = getattr(request.session, "_request_outbound", None)
-    known_shape = False
-    while outbound is not None:
-        for attribute in ("_on_progress", "_progress_token"):
-            if hasattr(outbound, attribute):
-                known_shape = True
-                if getattr(outbound, attribute) is not None:
-                    return True
-        outbound = getattr(outbound, "_inner", None)
-    return not known_shape
-
-
-def progress_sender(ctx: Context[AppState]) -> SendProgress | None:
-    """A function that sends one progress notification, or None when the caller asked for none."""
-    if not _caller_listens(ctx):
-        return None
-
-    async def send(progress: float, message: str) -> None:
-        try:
-            await ctx.report_progress(progress, None, message)
-        except Exception:  # a host that went away must not fail the call
-            logger.debug("could not send a progress notification", exc_info=True)
-
-    return send

@@ -2,20 +2,21 @@
 
 `prepare_context` reads the files (refusing before any upstream request), and, for a conversation being continued,
 holds that conversation's lock while the caller asks the model and saves its turn(s), so two calls on one
-conversation run one after the other and each sees the other's turn.
+conversation run one after the other and each sees the other's turn. Both happen within the call's deadline.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 
 from ..files import FileRefused, read_files
 from ..providers.base import Completion, FileText, Turn
 from ..state import AppState
 from ..store import NewTurn, StoredFile, StoredTurn, StoreError, new_conversation_id
+from .deadline import Deadline
 
 __all__ = ["CallContext", "ContextRefused", "prepare_context", "trim_history"]
 
@@ -48,17 +49,23 @@ class CallContext:
             usage=asdict(usage),  # every count the adapter reported
         )
 
-    async def save(self, state: AppState, turns: Sequence[NewTurn]) -> str | None:
-        """Append the turns; the conversation id, or None when they could not be saved (the answer still stands)."""
+    async def save(self, state: AppState, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
+        """Append the turns: the conversation id (None when they could not be saved) and, then, why not.
+
+        The answer was paid for and is in hand: no failure of the database may lose it, so every one is caught."""
         if not turns:
-            return self.conversation_id if self.continued else None
+            return (self.conversation_id if self.continued else None), None
         try:
             for turn in turns:
                 await state.conversations.append(self.conversation_id, turn)
-        except StoreError as exc:
+        except Exception as exc:  # StoreError, or anything a broken database raises: the answer must still go out
             logger.warning("could not save a turn of conversation %s: %s", self.conversation_id, exc)
-            return None
-        return self.conversation_id
+            what = exc if isinstance(exc, StoreError) else type(exc).__name__
+            return None, (
+                f"This answer could not be saved to a conversation ({what}); it is complete here, but "
+                "conversation_id is null and get_conversation will not show it."
+            )
+        return self.conversation_id, None
 
 
 def _size(turn: StoredTurn) -> int:
@@ -90,20 +97,30 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
 
 @asynccontextmanager
 async def prepare_context(
-    state: AppState, *, conversation_id: str | None, system: str | None, files: list[str] | None
+    state: AppState,
+    deadline: Deadline,
+    *,
+    conversation_id: str | None,
+    system: str | None,
+    files: list[str] | None,
 ) -> AsyncIterator[CallContext]:
-    """Raises `ContextRefused` before anything is sent upstream."""
-    try:
-        loaded = await read_files(files, state.file_limits)
-    except FileRefused as exc:
-        raise ContextRefused(str(exc)) from None
+    """Raises `ContextRefused` before anything is sent upstream, `DeadlineExceeded` when reading the files or
+    waiting for the conversation's lock outlasts the call's deadline."""
+    with deadline.bound("reading the files"):
+        try:
+            loaded = await read_files(files, state.file_limits)
+        except FileRefused as exc:
+            raise ContextRefused(str(exc)) from None
     if conversation_id is None:
         yield CallContext(new_conversation_id(), False, (), 0, system, loaded)
         return
     store = state.conversations
-    async with store.lock(conversation_id):
+    async with AsyncExitStack() as held:
+        with deadline.bound(f"waiting for conversation `{conversation_id}` (another call on it is still running)"):
+            await held.enter_async_context(store.lock(conversation_id))
         try:
-            conversation = await store.get(conversation_id)
+            with deadline.bound("loading the conversation"):
+                conversation = await store.get(conversation_id)
         except StoreError as exc:
             raise ContextRefused(str(exc)) from None
         if conversation is None:

@@ -1,0 +1,202 @@
+"""The one path of every model tool: its deadline, context, provider, budget, answer, progress and saved turns.
+
+A tool opens a `ModelCall` with `model_call(...)` (the deadline starts then), asks it for answers, saves the turns
+and renders the result; every refusal on the way is a `CallRefused` with a `kind`, rendered by `refusal_result`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult
+
+from ..aliases import AliasMismatch, model_for
+from ..errors import ProviderNotConfigured, UpstreamFailure
+from ..progress import FanoutProgress, Progress, SendProgress, fanout_relay, progress_relay
+from ..providers.base import LLMRequest, Provider, ProviderId
+from ..render import error_result
+from ..sdk_adapter import app_state, caller_of, progress_sender
+from ..settings import Settings
+from ..state import AppState, ProviderSlot
+from ..store import BudgetExceeded, NewTurn
+from .context import CallContext, ContextRefused, prepare_context
+from .deadline import Deadline, DeadlineExceeded
+from .metering import Meter, Metered, refusal_details
+from .policy import CallLimits, budget_caps, call_limits
+from .run import run_call
+
+__all__ = ["CallRefused", "ModelCall", "deadline_refusal", "model_call", "refusal_result"]
+
+logger = logging.getLogger(__name__)
+
+# A reservation outlives its call by this much before another process may count it as abandoned.
+LEASE_MARGIN_S = 60.0
+# A paid answer is saved even when the deadline has run out; this long at most.
+SAVE_GRACE_S = 10.0
+
+
+class CallRefused(Exception):
+    """The call cannot go (on): `kind` names why for programs, the message says what to do for models."""
+
+    def __init__(self, kind: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.details = {"kind": kind, "message": message, **(details or {})}
+
+
+def deadline_refusal(exc: DeadlineExceeded) -> CallRefused:
+    return CallRefused("deadline", str(exc), {"doing": exc.doing, "timeout_s": exc.limit_s, "retryable": True})
+
+
+def refusal_result(state: AppState, refused: CallRefused) -> CallToolResult:
+    return error_result(state, str(refused), {"error": refused.details})
+
+
+@dataclass
+class ModelCall:
+    state: AppState
+    tool: str
+    deadline: Deadline
+    limits: CallLimits
+    context: CallContext
+    caller: str
+    send: SendProgress | None
+    saves_turns: bool = True  # False: the ledger rows name no conversation (extract_json keeps none)
+    notes: list[str] = field(default_factory=list)  # what went wrong around the answers (their cost not recorded)
+
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+    def provider(self, provider_id: ProviderId) -> tuple[ProviderSlot, Provider]:
+        slot = self.state.slots[provider_id]
+        try:
+            return slot, slot.require()
+        except ProviderNotConfigured as exc:
+            raise CallRefused("not_configured", str(exc), {"variable": exc.variable}) from None
+
+    def model(self, provider_id: ProviderId, model: str | None) -> str:
+        slot = self.state.slots[provider_id]
+        try:
+            return model_for(self.settings.model_aliases, provider_id, model, slot.default_model)
+        except AliasMismatch as exc:
+            raise CallRefused("alias_mismatch", str(exc)) from None
+
+    def check_prompt_size(self, chars: int, what: str = "The prompt") -> None:
+        limit = self.settings.max_prompt_chars
+        if chars > limit:
+            raise CallRefused(
+                "prompt_too_long",
+                f"{what} is {chars:,} characters; this server accepts at most {limit:,} "
+                "(MCP_LLM_MAX_PROMPT_CHARS). Shorten it or send the essential part.",
+                {"chars": chars, "limit": limit},
+            )
+
+    def request(self, prompt: str, model: str, **fields: Any) -> LLMRequest:
+        """A request carrying this call's system text, history and files (fields may override them)."""
+        base = LLMRequest(
+            prompt=prompt,
+            model=model,
+            max_tokens=self.settings.max_tokens,
+            system=self.context.system,
+            history=self.context.history,
+            files=self.context.files,
+        )
+        return replace(base, **{k: v for k, v in fields.items() if v is not None})
+
+    async def answer(self, provider_id: ProviderId, request: LLMRequest, progress: Progress) -> Metered:
+        """One metered answer within the call's deadline; raises `CallRefused` (budget) or `UpstreamFailure`."""
+        slot, provider = self.provider(provider_id)
+        conversation_id = self.context.conversation_id if self.saves_turns else None
+        meter = Meter(self.state.spend, self.state.pricing, self.tool, self.caller, conversation_id)
+
+        try:
+            with self.deadline.bound("reserving the call's cost against the budget"):
+                reservation = await meter.reserve(
+                    provider_id,
+                    request,
+                    budget_caps(self.settings, provider_id),
+                    lease_s=self.deadline.remaining() + LEASE_MARGIN_S,
+                )
+        except BudgetExceeded as refused:
+            raise CallRefused("budget_exceeded", str(refused), refusal_details(refused)) from None
+        except DeadlineExceeded as exc:
+            raise deadline_refusal(exc) from None
+        try:
+            outcome = await run_call(
+                provider, request, limiter=slot.limiter, limits=self.limits, deadline=self.deadline, progress=progress
+            )
+        except BaseException as exc:
+            await meter.release(reservation)
+            if isinstance(exc, UpstreamFailure):
+                exc.partial_text = self.state.redact(exc.partial_text)
+            raise
+        # The server's own secrets never go out or into the store, even when a model echoes one.
+        outcome.completion.text = self.state.redact(outcome.completion.text)
+        metered = await meter.settle(reservation, provider_id, request, outcome)
+        if metered.note and metered.note not in self.notes:
+            self.notes.append(metered.note)
+        return metered
+
+    def progress(self, waiting_for: str, prefix: str = "") -> AbstractAsyncContextManager[Progress]:
+        """The progress relay of one answer (a no-op when the caller listens for none)."""
+        s = self.settings
+        return progress_relay(
+            self.send,
+            interval_s=s.progress_interval_s,
+            tail_chars=s.progress_tail_chars,
+            heartbeat_s=s.heartbeat_s,
+            prefix=prefix,
+            waiting_for=waiting_for,
+        )
+
+    def fanout_progress(self) -> AbstractAsyncContextManager[FanoutProgress]:
+        s = self.settings
+        return fanout_relay(
+            self.send, interval_s=s.progress_interval_s, tail_chars=s.progress_tail_chars, heartbeat_s=s.heartbeat_s
+        )
+
+    async def save(self, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
+        """Save the turns (a paid answer is saved even past the deadline, within a grace); the conversation id
+        (None when not saved) and a note saying why not."""
+        with anyio.move_on_after(max(self.deadline.remaining(), SAVE_GRACE_S), shield=True) as scope:
+            saved = await self.context.save(self.state, turns)
+        if scope.cancelled_caught:
+            return None, "This answer could not be saved in time (the database did not answer); it is complete here."
+        return saved
+
+
+@asynccontextmanager
+async def model_call(
+    ctx: Context[AppState],
+    *,
+    tool: str,
+    timeout_s: float | None,
+    conversation_id: str | None = None,
+    system: str | None = None,
+    files: list[str] | None = None,
+    saves_turns: bool = True,
+) -> AsyncIterator[ModelCall]:
+    """Start the call's deadline, read its files and history (holding its conversation's lock) and yield it.
+
+    Raises `CallRefused` for every refusal before or during the call, the deadline's included."""
+    state = app_state(ctx)
+    limits = call_limits(state.settings, timeout_s)
+    deadline = Deadline.start(limits.timeout_s)
+    try:
+        async with prepare_context(
+            state, deadline, conversation_id=conversation_id, system=system, files=files
+        ) as context:
+            yield ModelCall(
+                state, tool, deadline, limits, context, caller_of(ctx), progress_sender(ctx), saves_turns=saves_turns
+            )
+    except ContextRefused as exc:
+        raise CallRefused("refused", str(exc)) from None
+    except DeadlineExceeded as exc:
+        raise deadline_refusal(exc) from None

@@ -1,0 +1,128 @@
+"""Every upstream answer priced, recorded in the ledger and held to the budgets.
+
+A `Meter` reserves a call's worst-case cost against the budget caps (refusing, with no upstream request, when one
+does not fit); after the answer it settles the reservation to the actual cost and writes the ledger row, both in one
+transaction. A failed call releases its reservation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ..pricing import NANOS_PER_USD, Cost, Pricing, priced_input_tokens
+from ..providers.base import Completion, LLMRequest, ProviderId
+from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore
+from .policy import worst_case_nanos
+from .run import CallOutcome
+
+__all__ = ["BudgetExceeded", "Meter", "Metered", "refusal_details"]
+
+logger = logging.getLogger(__name__)
+
+UNRECORDED_COST_NOTE = (
+    "The cost of this call could not be recorded in the ledger (the database failed); usage_report will not show it."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    outcome: CallOutcome
+    cost: Cost
+    note: str | None = None  # set when the ledger row or the settlement could not be written
+
+
+def refusal_details(refused: BudgetExceeded) -> dict[str, Any]:
+    cap = refused.cap
+    return {
+        "kind": "budget_exceeded",
+        "message": str(refused),
+        "scope": cap.scope,
+        "period": cap.period,
+        "cap_usd": cap.cap_nanos / NANOS_PER_USD,
+        "spent_usd": refused.spent_nanos / NANOS_PER_USD,
+        "resets_at": refused.resets_at.isoformat(),
+        "retryable": False,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """What metering needs of the server and of this call."""
+
+    spend: SpendStore
+    pricing: Pricing
+    tool: str
+    caller: str
+    conversation_id: str | None
+
+    async def reserve(
+        self, provider_id: ProviderId, request: LLMRequest, caps: list[BudgetCap], lease_s: float
+    ) -> Reservation:
+        """Reserve the call's worst-case cost; raises `BudgetExceeded` (before any request) when a cap is full."""
+        return await self.spend.reserve(caps, worst_case_nanos(self.pricing, provider_id, request))
+
+    async def release(self, reservation: Reservation) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._settle(reservation, 0, None)
+
+    async def settle(
+        self, reservation: Reservation, provider_id: ProviderId, request: LLMRequest, outcome: CallOutcome
+    ) -> Metered:
+        """Replace the reservation by the answer's actual cost and write its ledger row."""
+        completion = outcome.completion
+        cost = self._cost(provider_id, completion, request.model)
+        usage = completion.usage
+        actual = self.pricing.budget_nanos(
+            provider_id,
+            completion.model,
+            cost,
+            usage.output_tokens,
+            priced_input_tokens(provider_id, usage.input_tokens, usage.cached_input_tokens),
+        )
+        with anyio.CancelScope(shield=True):
+            recorded = await self._settle(reservation, actual, self._entry(provider_id, completion, cost))
+        return Metered(outcome, cost, None if recorded else UNRECORDED_COST_NOTE)
+
+    def _entry(self, provider_id: ProviderId, completion: Completion, cost: Cost) -> LedgerEntry:
+        usage = completion.usage
+        return LedgerEntry(
+            provider=provider_id,
+            model=completion.model,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_nanos=cost.nanos,
+            conversation_id=self.conversation_id,
+            tool=self.tool,
+            caller=self.caller,
+        )
+
+    def _cost(self, provider_id: ProviderId, completion: Completion, asked: str) -> Cost:
+        """Priced by the model that answered, or by the one asked for when the table knows only that name."""
+        usage = completion.usage
+        cost = Cost(None, None)
+        for model in dict.fromkeys((completion.model, asked)):
+            cost = self.pricing.cost(
+                provider_id,
+                model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+            )
+            if cost.usd is not None:
+                return cost
+        return cost
+
+    async def _settle(self, reservation: Reservation, actual: int, entry: LedgerEntry | None) -> bool:
+        """Settle the reservation; False when the database failed (the answer still stands)."""
+        try:
+            await self.spend.settle(reservation, actual, entry)
+        except Exception as exc:
+            logger.warning("could not record the cost of a call: %s", exc)
+            return False
+        return True

@@ -1,0 +1,86 @@
+"""The limits a call is held to, read from the settings: its time limit, retries, budget caps, worst-case cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..pricing import NANOS_PER_USD, Pricing, estimate_input_tokens
+from ..providers.base import LLMRequest, ProviderId, output_allowance
+from ..resilience import RetryPolicy
+from ..settings import Settings
+from ..store import BudgetCap
+
+__all__ = [
+    "CHARS_PER_TOKEN_CAP",
+    "CallLimits",
+    "answer_char_cap",
+    "budget_caps",
+    "call_limits",
+    "worst_case_nanos",
+]
+
+# No tokenizer makes a token longer than this many characters: an upstream sending more text than
+# `allowance * CHARS_PER_TOKEN_CAP` is not answering within the tokens asked for.
+CHARS_PER_TOKEN_CAP = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    timeout_s: float
+    stall_s: float
+    policy: RetryPolicy
+
+
+def call_limits(settings: Settings, timeout_s: float | None) -> CallLimits:
+    return CallLimits(
+        timeout_s=min(timeout_s or settings.call_timeout_s, settings.max_call_timeout_s),
+        stall_s=settings.stall_timeout_s,
+        policy=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            backoff_initial_s=settings.backoff_initial_s,
+            backoff_max_s=settings.backoff_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
+        ),
+    )
+
+
+def answer_char_cap(request: LLMRequest) -> int:
+    """The most answer text one call collects: what its output allowance could hold, generously counted."""
+    return output_allowance(request) * CHARS_PER_TOKEN_CAP + 1024
+
+
+_BUDGET_VARIABLES: dict[tuple[str, str], str] = {
+    ("global", "day"): "MCP_LLM_BUDGET_DAILY_USD",
+    ("global", "month"): "MCP_LLM_BUDGET_MONTHLY_USD",
+    ("openai", "day"): "MCP_LLM_OPENAI_BUDGET_DAILY_USD",
+    ("openai", "month"): "MCP_LLM_OPENAI_BUDGET_MONTHLY_USD",
+    ("anthropic", "day"): "MCP_LLM_ANTHROPIC_BUDGET_DAILY_USD",
+    ("anthropic", "month"): "MCP_LLM_ANTHROPIC_BUDGET_MONTHLY_USD",
+}
+
+
+def budget_caps(settings: Settings, provider_id: ProviderId) -> list[BudgetCap]:
+    """The budget caps a call to `provider_id` must fit (none when no budget is set)."""
+    caps = []
+    for scope in ("global", provider_id):
+        for period in ("day", "month"):
+            variable = _BUDGET_VARIABLES[(scope, period)]
+            field = variable.removeprefix("MCP_LLM_").lower()
+            usd: float | None = getattr(settings, field)
+            if usd is not None:
+                caps.append(BudgetCap(scope, period, round(usd * NANOS_PER_USD), variable))
+    return caps
+
+
+def worst_case_nanos(pricing: Pricing, provider_id: ProviderId, request: LLMRequest) -> int:
+    """The most the call can cost: the input estimate plus its whole output allowance (the answer's `max_tokens`
+    and, with `reasoning_effort`, the reasoning budget on top), at the model's price."""
+    rates = pricing.rates(provider_id, request.model)
+    if rates is None:
+        return 0
+    usd = (
+        estimate_input_tokens(request) * rates.input_per_mtok + output_allowance(request) * rates.output_per_mtok
+    ) / Decimal(1_000_000)
+    return math.ceil(usd * NANOS_PER_USD)

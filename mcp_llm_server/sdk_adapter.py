@@ -1,0 +1,75 @@
+"""Everything this server reads from the MCP SDK's request context, in one place.
+
+Most of it is public API. The one exception: whether the caller listens for progress. Over stdio and HTTP the
+request carries a progress token (`meta["progress_token"]`); the SDK's in-process dispatcher hands the caller's
+callback over directly and exposes it nowhere public, so `caller_listens` looks at its private dispatch context.
+tests/test_sdk_adapter.py fails loudly when that shape changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+from .progress import SendProgress
+from .state import AppState
+
+__all__ = ["OUTBOUND_PROGRESS_ATTRIBUTES", "app_state", "caller_listens", "caller_of", "progress_sender"]
+
+logger = logging.getLogger(__name__)
+
+# The private attributes of the SDK's outbound request context (and its wrappers, via `_inner`) that say whether
+# the caller passed a progress callback or token.
+OUTBOUND_PROGRESS_ATTRIBUTES = ("_on_progress", "_progress_token")
+
+
+def app_state(ctx: Context[AppState]) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def caller_of(ctx: Context[AppState]) -> str:
+    """Who is calling: `stdio` for a local host; on HTTP `http:token` (the bearer token) or `http:open`."""
+    request = getattr(ctx.request_context, "request", None)
+    if request is None:
+        return "stdio"
+    return "http:token" if app_state(ctx).settings.http_token is not None else "http:open"
+
+
+def _outbound_shape(ctx: Context[AppState]) -> bool | None:
+    """Whether the in-process dispatcher says the caller listens; None when its context has an unknown shape."""
+    outbound: Any = getattr(ctx.request_context.session, "_request_outbound", None)
+    known_shape = False
+    while outbound is not None:
+        for attribute in OUTBOUND_PROGRESS_ATTRIBUTES:
+            if hasattr(outbound, attribute):
+                known_shape = True
+                if getattr(outbound, attribute) is not None:
+                    return True
+        outbound = getattr(outbound, "_inner", None)
+    return False if known_shape else None
+
+
+def caller_listens(ctx: Context[AppState]) -> bool:
+    """Whether the caller asked for progress. An unknown SDK shape counts as yes: `report_progress` is a no-op
+    without a listener, so that only costs the relay's work."""
+    request = ctx.request_context
+    if request.meta and request.meta.get("progress_token") is not None:
+        return True
+    listens = _outbound_shape(ctx)
+    return True if listens is None else listens
+
+
+def progress_sender(ctx: Context[AppState]) -> SendProgress | None:
+    """A function that sends one progress notification, or None when the caller asked for none."""
+    if not caller_listens(ctx):
+        return None
+
+    async def send(progress: float, message: str) -> None:
+        try:
+            await ctx.report_progress(progress, None, message)
+        except Exception:  # a host that went away must not fail the call
+            logger.debug("could not send a progress notification", exc_info=True)
+
+    return send
