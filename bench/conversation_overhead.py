@@ -19,10 +19,10 @@ from pathlib import Path
 
 import anyio
 
+from mcp_llm_server.pipeline.context import _as_turn, trim_history
 from mcp_llm_server.providers.base import LLMRequest
 from mcp_llm_server.providers.history import anthropic_messages, responses_input
 from mcp_llm_server.store import ConversationStore, Database, NewTurn
-from mcp_llm_server.pipeline.context import _as_turn, trim_history
 
 
 def _turn(n: int, chars: int) -> NewTurn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -180,6 +181,8 @@ async def _stream(conn: HttpConnection, rec: RecordedRequest, reply: Reply, c: C
     await conn.send_head(200, [*sse_head, *headers])
     delta_seen = False
     for index, event in enumerate(events):
+        if reply.fault == "endless" and event.kind == "text":
+            return await _endless(conn, rec, reply, event.frame)
         if index == fault_at:
             return await _fault(conn, rec, reply, index)
         if event.kind != "other":
@@ -192,6 +195,20 @@ async def _stream(conn: HttpConnection, rec: RecordedRequest, reply: Reply, c: C
             rec.delta_sent_at.append(time.monotonic())
     await conn.end_chunks()
     return "completed"
+
+
+async def _endless(conn: HttpConnection, rec: RecordedRequest, reply: Reply, frame: bytes) -> Outcome:
+    """The same text delta again and again until the client goes away or `reply.endless_max_s` passes."""
+    stop_at = time.monotonic() + reply.endless_max_s
+    try:
+        while time.monotonic() < stop_at:
+            await conn.send_chunk(frame)
+            rec.deltas_sent += 1
+            await asyncio.sleep(0)  # let the disconnect watcher run
+    except ConnectionError:
+        return "client_disconnected"
+    await conn.close()
+    return "endless_stopped"
 
 
 async def _fault(conn: HttpConnection, rec: RecordedRequest, reply: Reply, index: int) -> Outcome:

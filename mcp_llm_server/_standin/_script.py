@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Api = Literal["responses", "chat", "messages", "models", "other"]
-Fault = Literal["reset", "stall", "midstream_error", "drop"]
+Fault = Literal["reset", "stall", "midstream_error", "drop", "endless"]
 Outcome = Literal[
     "completed",
     "client_disconnected",
@@ -16,6 +16,7 @@ Outcome = Literal[
     "error_status",
     "midstream_error",
     "stalled_then_disconnected",
+    "endless_stopped",
 ]
 
 DEFAULT_TEXT = "Hello from the stand-in."
@@ -40,6 +41,7 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int = 0  # reported as read from the prompt cache
+    endless_max_s: float = 60.0  # how long an `endless` fault goes on at most
 
     @classmethod
     def error(
@@ -80,6 +82,12 @@ class Reply:
     def drop(cls, after: int = 1) -> Reply:
         """Send ``after`` text deltas, then close the connection without ending the body."""
         return cls(fault="drop", fault_after=after)
+
+    @classmethod
+    def endless(cls, chunk: str = "word ", *, max_s: float = 60.0) -> Reply:
+        """Send the text delta ``chunk`` again and again, as fast as the client reads, until it goes away (or
+        ``max_s`` seconds pass): a runaway upstream that never ends its answer."""
+        return cls(chunks=[chunk], fault="endless", delay_s=0.0, endless_max_s=max_s)
 
     def text_chunks(self) -> list[str]:
         """The streamed text pieces; they always join back to the full text."""
