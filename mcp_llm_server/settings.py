@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
     call_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     stall_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3)
     max_call_timeout_s: float = Field(default=3600.0, gt=0, le=86_400)
 
     max_attempts: int = Field(default=4, ge=1, le=20)

@@ -75,11 +75,14 @@ class AppState:
         await self.conversations.db.aclose()
 
 
-def _timeout(settings: Settings) -> Any:
+def _http_client(settings: Settings, label: str) -> Any:
     import httpx2
 
+    from .bounded_http import bounded_client
+
     # Our own stall limit and deadline cut calls short; the SDK's timeout is only a backstop.
-    return httpx2.Timeout(settings.max_call_timeout_s, connect=settings.connect_timeout_s)
+    timeout = httpx2.Timeout(settings.max_call_timeout_s, connect=settings.connect_timeout_s)
+    return bounded_client(max_response_bytes=settings.max_response_bytes, label=label, timeout=timeout)
 
 
 def _is_openai_host(base_url: str | None) -> bool:
@@ -99,7 +102,7 @@ def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | No
             api_key=key or _PLACEHOLDER_KEY,
             base_url=settings.openai_base_url,
             max_retries=0,
-            timeout=_timeout(settings),
+            http_client=_http_client(settings, "OpenAI"),
         )
 
     client: LazyClient[AsyncOpenAI] = LazyClient("openai", build)
@@ -121,7 +124,7 @@ def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] |
             api_key=key,
             base_url=settings.anthropic_base_url,
             max_retries=0,
-            timeout=_timeout(settings),
+            http_client=_http_client(settings, "Anthropic"),
         )
 
     client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build)

@@ -92,15 +92,26 @@ async def test_endless_stream_is_cut_by_the_answer_cap(make_settings: SettingsFa
 
 
 async def test_endless_small_deltas_end_at_the_deadline(make_settings: SettingsFactory, standin: StandIn) -> None:
-    """Tiny deltas under the answer cap but never ending: the call ends at its timeout_s (within a second's slack
-    measured on the stand-in's own clock of the request), with the partial answer capped."""
+    """Tiny deltas under the answer cap but never ending: the call ends at its timeout_s with the partial answer
+    capped, and another call made meanwhile is answered before it ends (the server stays responsive)."""
     standin.script(Reply.endless("y"))
     settings = make_settings(max_output_chars=2_000)
+    finished: list[str] = []
     async with Client(build_server(settings), raise_exceptions=True) as client:
-        result = await client.call_tool("ask_openai", {"prompt": "go", "max_tokens": 100_000, "timeout_s": 2})
-    details = error_details(result)
-    assert details["error"]["kind"] == "deadline"
-    assert len(details["partial_text"]) <= 2_000 and len(text_of(result)) < 3_000
+
+        async def endless() -> None:
+            result = await client.call_tool("ask_openai", {"prompt": "go", "max_tokens": 100_000, "timeout_s": 3})
+            finished.append("endless")
+            details = error_details(result)
+            assert details["error"]["kind"] == "deadline"
+            assert len(details["partial_text"]) <= 2_000 and len(text_of(result)) < 3_000
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(endless)
+            await standin.wait_for_requests_async(1, timeout=10)
+            ok(await client.call_tool("ask_claude", {"prompt": "meanwhile"}))
+            finished.append("meanwhile")
+    assert finished == ["meanwhile", "endless"]
 
 
 ENDLESS_SCRIPT = """
@@ -199,3 +210,18 @@ async def test_model_echoing_the_key_is_redacted_in_result_and_store(
         stored = await client.call_tool("get_conversation", {"conversation_id": result["conversation_id"]})
     assert OPENAI_KEY not in result["text"] and "[redacted]" in result["text"]
     assert OPENAI_KEY not in text_of(stored) and OPENAI_KEY not in json.dumps(stored.structured_content)
+
+
+async def test_one_giant_delta_is_cut_at_the_response_byte_cap(
+    make_settings: SettingsFactory, standin: StandIn
+) -> None:
+    """One SSE line of 3 MB (the SDK would hold all of it before any delta reached the pipeline): the response is
+    cut at MCP_LLM_MAX_RESPONSE_BYTES, with a `too_long` error naming the setting."""
+    standin.script(Reply(chunks=["g" * 3_000_000]), Reply(chunks=["g" * 3_000_000]))
+    settings = make_settings(max_response_bytes=1024 * 1024)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        for tool in ("ask_openai", "ask_claude"):
+            result = await client.call_tool(tool, {"prompt": "go", "max_tokens": 200_000})
+            details = error_details(result)
+            assert details["error"]["kind"] == "too_long", text_of(result)
+            assert "MCP_LLM_MAX_RESPONSE_BYTES" in text_of(result)
