@@ -94,13 +94,14 @@ async def test_endless_stream_is_cut_by_the_answer_cap(make_settings: SettingsFa
 async def test_endless_small_deltas_end_at_the_deadline(make_settings: SettingsFactory, standin: StandIn) -> None:
     """Tiny deltas under the answer cap but never ending: the call ends at its timeout_s with the partial answer
     capped, and another call made meanwhile is answered before it ends (the server stays responsive)."""
-    standin.script(Reply.endless("y"))
+    standin.script(Reply(), Reply.endless("y"))
     settings = make_settings(max_output_chars=2_000)
     finished: list[str] = []
     async with Client(build_server(settings), raise_exceptions=True) as client:
+        ok(await client.call_tool("ask_openai", {"prompt": "warm up the client and the database"}))
 
         async def endless() -> None:
-            result = await client.call_tool("ask_openai", {"prompt": "go", "max_tokens": 100_000, "timeout_s": 3})
+            result = await client.call_tool("ask_openai", {"prompt": "go", "max_tokens": 100_000, "timeout_s": 6})
             finished.append("endless")
             details = error_details(result)
             assert details["error"]["kind"] == "deadline"
@@ -108,8 +109,8 @@ async def test_endless_small_deltas_end_at_the_deadline(make_settings: SettingsF
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(endless)
-            await standin.wait_for_requests_async(1, timeout=10)
-            ok(await client.call_tool("ask_claude", {"prompt": "meanwhile"}))
+            await standin.wait_for_requests_async(2, timeout=10)
+            ok(await client.call_tool("ask_openai", {"prompt": "meanwhile"}))
             finished.append("meanwhile")
     assert finished == ["meanwhile", "endless"]
 

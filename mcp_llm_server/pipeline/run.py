@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 
 from ..errors import UpstreamFailure
 from ..progress import Progress
@@ -24,6 +25,11 @@ class CallOutcome:
     latency_ms: float
 
 
+# An upstream faster than the server reads can keep a stream's task busy without ever suspending (the socket
+# always has data): every this many deltas the task yields, so other calls, pings and deadlines get their turn.
+YIELD_EVERY_DELTAS = 32
+
+
 class _CollectingSink:
     """Collects the current attempt's answer, at most `cap` characters of it, and forwards every delta (answer or
     reasoning) to the progress relay. More than `cap` ends the stream: the upstream is sending more than the
@@ -33,14 +39,21 @@ class _CollectingSink:
         self._progress = progress
         self._cap = cap
         self._label = label
+        self._deltas = 0
         self.parts: list[str] = []
         self.chars = 0
+
+    async def _share_the_loop(self) -> None:
+        self._deltas += 1
+        if self._deltas % YIELD_EVERY_DELTAS == 0:
+            await anyio.lowlevel.checkpoint()
 
     def reset(self) -> None:
         self.parts.clear()
         self.chars = 0
 
     async def text(self, delta: str) -> None:
+        await self._share_the_loop()
         if self.chars + len(delta) > self._cap:
             self.parts.append(delta[: self._cap - self.chars])
             self.chars = self._cap
@@ -57,6 +70,7 @@ class _CollectingSink:
 
     async def reasoning(self, delta: str) -> None:
         # Not part of the answer: a failure after reasoning alone is still retried.
+        await self._share_the_loop()
         self._progress.reasoning(delta)
 
 
