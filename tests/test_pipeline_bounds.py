@@ -194,6 +194,7 @@ async def test_answer_survives_an_unusable_database(make_settings: SettingsFacto
         many = ok(await client.call_tool("ask_many", {"prompt": "Hi"}))
     assert result["text"] == "Hello from the stand-in." and result["conversation_id"] is None
     assert any("could not be saved" in note for note in result["notes"])
+    assert any("cost of this call could not be recorded" in note for note in result["notes"])
     assert many["succeeded"] == 2 and any("could not be saved" in note for note in many["notes"])
 
 
