@@ -17,16 +17,12 @@ import httpx2
 import pytest
 from conftest import server_env
 from http_server import HttpServer, running_http_server
+from test_http import INITIALIZE
+from test_stdio import finished
 
-from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 TOKEN = "abuse-token-0123456789abcdef"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 MCP_HEADERS = {
     "content-type": "application/json",
     "accept": "application/json, text/event-stream",
@@ -197,15 +193,6 @@ async def test_initialize_flood_is_bounded_and_idle_sessions_expire(strict: Http
 # --- a dropped client -------------------------------------------------------------------------------------
 
 
-async def _finished(standin: StandIn, index: int, within: float = 10.0) -> RecordedRequest:
-    with anyio.fail_after(within):
-        while True:
-            requests = standin.requests
-            if len(requests) > index and requests[index].outcome is not None:
-                return requests[index]
-            await anyio.sleep(0.01)
-
-
 async def _open_session(client: httpx2.AsyncClient, url: str) -> dict[str, str]:
     response = await client.post(url, json=INITIALIZE, headers=MCP_HEADERS)
     assert response.status_code == 200, response.text
@@ -240,7 +227,7 @@ async def test_dropped_stateful_client_stops_its_upstream_call(stateful: HttpSer
                 if "notifications/progress" in line:
                     break  # the answer is streaming: drop the connection now
         dropped_at = time.monotonic()
-        rec = await _finished(upstream, 0)
+        rec = await finished(upstream, 0, within=CUT_WITHIN_S)
         assert rec.outcome == "client_disconnected" and rec.deltas_sent < 100, rec
         assert rec.finished_at is not None and rec.finished_at - dropped_at < CUT_WITHIN_S
         response = await client.post(stateful.mcp_url, json=_call(3, "again"), headers=headers)
