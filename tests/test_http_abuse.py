@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -234,3 +236,15 @@ async def test_dropped_stateful_client_stops_its_upstream_call(stateful: HttpSer
     assert response.status_code == 200
     data = next(line for line in response.text.splitlines() if line.startswith("data:") and '"id":3' in line)
     assert json.loads(data[5:])["result"]["structuredContent"]["text"] == "still here"
+
+
+def test_connection_limit_fits_the_descriptor_limit() -> None:
+    """The soft descriptor limit is raised to hold the connections; if the hard limit is too low, the connection
+    limit is lowered instead (accept() would otherwise fail with EMFILE before the limit is reached)."""
+    script = (
+        "import resource; from mcp_llm_server.http import connection_limit;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 300));"
+        "print(connection_limit(50), resource.getrlimit(resource.RLIMIT_NOFILE)[0], connection_limit(1000))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["50", "178", str(300 - 128)], done.stderr
