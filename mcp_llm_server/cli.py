@@ -81,7 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"mcp-llm-server: {exc}", file=sys.stderr)
             return 2
         stateless = args.stateless or settings.http_stateless
-        anyio.run(lambda: serve_http(server, settings, host=host, port=args.port or 8000, stateless=stateless))
+        try:
+            anyio.run(lambda: serve_http(server, settings, host=host, port=args.port or 8000, stateless=stateless))
+        except HttpConfigError as exc:  # e.g. a file-descriptor limit too low for any connection
+            print(f"mcp-llm-server: {exc}", file=sys.stderr)
+            return 2
         return 0
     anyio.run(lambda: serve_stdio(server, max_message_bytes=settings.max_message_bytes))
     _exit_at_once(0)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
+import resource
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .http_limits import BodyDeadline, CancelOnDrop, SessionRetryAfter, guarded_protocol, send_json
 from .settings import Settings
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "HttpConfigError",
     "build_http_app",
     "check_exposure",
+    "connection_limit",
     "is_loopback",
     "serve_http",
     "transport_security",
@@ -42,6 +44,9 @@ HEALTH_PATH = "/healthz"
 # Open SSE streams are closed at once on shutdown (sse-starlette); this only bounds anything else in flight.
 _SHUTDOWN_GRACE_S = 5
 _LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+# File descriptors kept free beside the client connections: upstream connections, the store, logs.
+_FD_RESERVE = 128
+_SESSION_RETRY_AFTER_MAX_S = 60.0
 
 
 class HttpConfigError(Exception):
@@ -94,23 +99,6 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     )
 
 
-async def _send_json(send: Send, status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"cache-control", b"no-store"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
 class _Gate:
     """Answers `/healthz` itself (no token: load balancers probe it) and lets the rest through only with the
     bearer token, when one is configured. The comparison takes constant time."""
@@ -125,13 +113,13 @@ class _Gate:
             return
         if scope["path"] == HEALTH_PATH:
             if scope["method"] in ("GET", "HEAD"):
-                await _send_json(send, 200, {"status": "ok"})
+                await send_json(send, 200, {"status": "ok"})
             else:
-                await _send_json(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, HEAD")])
+                await send_json(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, HEAD")])
             return
         if self._expected is not None and not self._authorized(scope):
             logger.info("rejected a request without a valid bearer token from %s", (scope.get("client") or ["?"])[0])
-            await _send_json(
+            await send_json(
                 send,
                 401,
                 {"error": "missing or invalid bearer token"},
@@ -159,11 +147,41 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str, stateles
         json_response=False,
         stateless_http=stateless,
         max_request_body_size=settings.max_message_bytes,
+        session_idle_timeout=settings.http_session_idle_s,
+        max_sessions=settings.http_max_sessions,
         transport_security=transport_security(settings, host),
         host=host,
     )
+    app: ASGIApp = mcp_app
+    if not stateless:
+        app = SessionRetryAfter(CancelOnDrop(app), min(settings.http_session_idle_s, _SESSION_RETRY_AFTER_MAX_S))
     token = settings.http_token.get_secret_value() if settings.http_token is not None else None
-    return _Gate(mcp_app, token)
+    return BodyDeadline(_Gate(app, token), settings.http_body_timeout_s)
+
+
+def connection_limit(wanted: int) -> int:
+    """The connection limit the file-descriptor limit allows: the soft limit is raised (up to the hard one) to
+    hold `wanted` connections plus a reserve; if it cannot be, the connection limit is lowered, with a warning.
+    Otherwise accept() would fail with EMFILE before the limit is reached, and no new client would get in."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    allowed = soft - _FD_RESERVE
+    if allowed < 1:
+        raise HttpConfigError(f"the file-descriptor limit ({soft}) is too low: raise it (`ulimit -n`)")
+    logger.warning(
+        "MCP_LLM_HTTP_MAX_CONNECTIONS=%d needs %d file descriptors, the limit is %d: at most %d connections",
+        wanted,
+        needed,
+        soft,
+        allowed,
+    )
+    return allowed
 
 
 @contextmanager
@@ -196,6 +214,7 @@ async def serve_http(server: MCPServer, settings: Settings, *, host: str, port: 
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=_SHUTDOWN_GRACE_S,
+        http=guarded_protocol(connection_limit(settings.http_max_connections), settings.http_header_timeout_s),
     )
     if not settings.http_allowed_hosts and not is_loopback(host):
         logger.warning(

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_stateless: bool = False
+    # Bounds under abuse: open connections (beyond it a new one evicts the oldest still sending its headers, or
+    # gets 503), time to send the headers and the body, stateful sessions and their idle expiry.
+    http_max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    http_max_sessions: int = Field(default=500, ge=1, le=1_000_000)
+    http_session_idle_s: float = Field(default=1800.0, gt=0, le=604_800)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +67,18 @@ class HttpServer:
             raise AssertionError(f"no exit {SHUTDOWN_S} s after SIGTERM; stderr:\n{self.stderr()}") from None
 
 
-def start_http_server(env: dict[str, str], workdir: Path, *args: str, host: str = "127.0.0.1") -> HttpServer:
+def start_http_server(
+    env: dict[str, str],
+    workdir: Path,
+    *args: str,
+    host: str = "127.0.0.1",
+    preexec_fn: Callable[[], object] | None = None,
+) -> HttpServer:
     """Start the server (cwd `workdir`, so no developer's `.env` is read) and poll `/healthz` until it answers;
     on a port taken between choosing and binding it (other test runs on the machine), try another."""
     for _ in range(3):
         try:
-            return _start(env, workdir, args, host)
+            return _start(env, workdir, args, host, preexec_fn)
         except _PortTaken:
             continue
     raise AssertionError("three free ports were taken before the server could bind them")
@@ -82,7 +88,9 @@ class _PortTaken(Exception):
     pass
 
 
-def _start(env: dict[str, str], workdir: Path, args: tuple[str, ...], host: str) -> HttpServer:
+def _start(
+    env: dict[str, str], workdir: Path, args: tuple[str, ...], host: str, preexec_fn: Callable[[], object] | None
+) -> HttpServer:
     port = free_port()
     stderr_path = workdir / f"server-{port}.stderr"
     with stderr_path.open("wb") as stderr:
@@ -93,6 +101,7 @@ def _start(env: dict[str, str], workdir: Path, args: tuple[str, ...], host: str)
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            preexec_fn=preexec_fn,  # e.g. a lower RLIMIT_NOFILE for the server only
         )
     server = HttpServer(process, port, stderr_path)
     deadline = time.monotonic() + STARTUP_S
@@ -114,10 +123,14 @@ def _start(env: dict[str, str], workdir: Path, args: tuple[str, ...], host: str)
 
 @contextmanager
 def running_http_server(
-    env: dict[str, str], workdir: Path, *args: str, host: str = "127.0.0.1"
+    env: dict[str, str],
+    workdir: Path,
+    *args: str,
+    host: str = "127.0.0.1",
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Iterator[HttpServer]:
     """The server for the block; afterwards it must stop on SIGTERM with exit code 0."""
-    server = start_http_server(env, workdir, *args, host=host)
+    server = start_http_server(env, workdir, *args, host=host, preexec_fn=preexec_fn)
     try:
         yield server
     finally:
