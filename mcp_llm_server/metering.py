@@ -81,7 +81,9 @@ async def metered_call(
 ) -> Metered:
     """Run `call` inside a budget reservation; raises `BudgetExceeded` (before any request) when a cap is full."""
     reservation = await state.spend.reserve(
-        state.budget_caps(provider_id), worst_case_nanos(state, provider_id, request)
+        state.budget_caps(provider_id),
+        worst_case_nanos(state, provider_id, request),
+        lease_s=state.settings.max_call_timeout_s + 60.0,  # outlasts any call; the pipeline passes its deadline
     )
     try:
         outcome = await call()
