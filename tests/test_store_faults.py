@@ -372,12 +372,16 @@ async def test_uncreatable_directory(tmp_path: Path) -> None:
     """A database whose directory cannot be created (a file is in the way): StoreError saying which and what to do."""
     (tmp_path / "file").write_text("not a directory")
     db = Database(sqlite_url(tmp_path / "file" / "sub" / "c.db"))
-    for attempt in (
-        ConversationStore(db, max_age_s=None, max_chars=None).list_recent(),
-        SpendStore(db).settle(await SpendStore(db).reserve([], 0, lease_s=1), 1, entry()),
-    ):
+
+    async def read() -> None:
+        await ConversationStore(db, max_age_s=None, max_chars=None).list_recent()
+
+    async def record() -> None:
+        await SpendStore(db).settle(await SpendStore(db).reserve([], 0, lease_s=1), 1, entry())
+
+    for attempt in (read, record):
         with pytest.raises(StoreError) as failed:
-            await attempt
+            await attempt()
         assert failed.value.kind == "unavailable"
         assert f"Cannot create the directory {tmp_path / 'file' / 'sub'}" in str(failed.value)
         assert "MCP_LLM_DATABASE_URL" in str(failed.value)

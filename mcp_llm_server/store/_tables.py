@@ -124,7 +124,7 @@ budget_spend = Table(
 )
 
 # Reservations: one row per window a call's reservation holds, until it is settled or its lease ends. A hold whose
-# lease has ended counts for nothing (a process killed mid-call frees its reservations so); the next reservation of
+# lease has ended counts for nothing (a process killed mid-call frees its reservations so); the next settlement in
 # its window deletes it.
 budget_holds = Table(
     "budget_holds",

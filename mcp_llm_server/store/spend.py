@@ -2,13 +2,14 @@
 
 A reservation holds a call's worst-case cost in every budget window that applies (global and its provider's, today's
 and this month's), all in one transaction: per window, an upsert locks the window's row (SQLite's database write
-lock; PostgreSQL's row lock), holds whose lease has ended are deleted, and one conditional `INSERT … SELECT … WHERE
-spent + live holds + this call <= cap` adds the hold. The lock orders the reservations of every process; a window
+lock; PostgreSQL's row lock), and one conditional `INSERT … SELECT … WHERE spent + live holds + this call <= cap` adds
+the hold (a live hold: one whose lease has not ended). The lock orders the reservations of every process; a window
 that does not fit rolls the whole transaction back.
 
 Each hold has a lease (`expires_at`): after it a hold counts for nothing, so a process killed mid-call (or a
 settlement that could not be written) frees its reservation by itself. Settlement adds the actual cost to the
-windows' settled spend, deletes the holds and writes the ledger row, in one transaction, retried briefly when the
+windows' settled spend, deletes the hold (and the ended holds of its windows) and writes the ledger row, in one
+transaction, retried briefly when the
 database is momentarily unavailable; when it still fails it raises `SettlementFailed`.
 """
 
@@ -158,20 +159,22 @@ class SpendStore:
         return reservation
 
     async def _hold(self, conn: Any, cap: BudgetCap, key: str, reservation: Reservation, now: float) -> bool:
-        """Lock the window, forget its holds whose lease ended, add this one if it fits; whether it did."""
-        from sqlalchemy import delete, func, insert, literal, select
+        """Lock the window and add this hold if it fits with the others whose lease has not ended; whether it did."""
+        from sqlalchemy import func, insert, literal, select
 
         from ._tables import budget_holds as h
         from ._tables import budget_spend as b
 
         upsert = _upsert(conn.dialect.name)(b).values(scope=cap.scope, period=key, spent_nanos=0)
-        # DO UPDATE (to the same value) rather than DO NOTHING: it locks an existing row on PostgreSQL too.
-        await conn.execute(
-            upsert.on_conflict_do_update(index_elements=[b.c.scope, b.c.period], set_={"spent_nanos": b.c.spent_nanos})
-        )
-        window = (h.c.scope == cap.scope, h.c.period == key)
-        await conn.execute(delete(h).where(*window, h.c.expires_at <= now))
-        held = select(func.coalesce(func.sum(h.c.nanos), 0)).where(*window).scalar_subquery()
+        if conn.dialect.name == "postgresql":  # DO UPDATE (to the same value) locks an existing row there
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[b.c.scope, b.c.period], set_={"spent_nanos": b.c.spent_nanos}
+            )
+        else:  # SQLite: any write statement takes the database's write lock, and DO NOTHING writes no page
+            upsert = upsert.on_conflict_do_nothing()
+        await conn.execute(upsert)
+        live = (h.c.scope == cap.scope, h.c.period == key, h.c.expires_at > now)
+        held = select(func.coalesce(func.sum(h.c.nanos), 0)).where(*live).scalar_subquery()
         row = select(
             literal(reservation.hold_id, h.c.hold_id.type),
             literal(cap.scope, h.c.scope.type),
@@ -231,7 +234,7 @@ class SpendStore:
         )
 
     async def _settle_once(self, reservation: Reservation, actual_nanos: int, entry: LedgerEntry | None) -> None:
-        from sqlalchemy import delete, insert, update
+        from sqlalchemy import and_, delete, insert, or_, update
 
         from ._tables import budget_holds as h
         from ._tables import budget_spend as b
@@ -245,8 +248,10 @@ class SpendStore:
                         .where(b.c.scope == scope, b.c.period == key)
                         .values(spent_nanos=b.c.spent_nanos + actual_nanos)
                     )
-            if reservation.windows:
-                await conn.execute(delete(h).where(h.c.hold_id == reservation.hold_id))
+            if reservation.windows:  # this hold, and in passing those of its windows whose lease has ended
+                now = self.clock()
+                ended = [and_(h.c.scope == s, h.c.period == k, h.c.expires_at <= now) for s, k in reservation.windows]
+                await conn.execute(delete(h).where(or_(h.c.hold_id == reservation.hold_id, *ended)))
             if entry is not None:
                 await conn.execute(
                     insert(ledger).values(created_at=self.clock(), **asdict(entry))  # its fields are the columns
