@@ -9,8 +9,8 @@ that does not fit rolls the whole transaction back.
 Each hold has a lease (`expires_at`): after it a hold counts for nothing, so a process killed mid-call (or a
 settlement that could not be written) frees its reservation by itself. Settlement adds the actual cost to the
 windows' settled spend, deletes the hold (and the ended holds of its windows) and writes the ledger row, in one
-transaction, retried briefly when the
-database is momentarily unavailable; when it still fails it raises `SettlementFailed`.
+transaction, tried again briefly when the database is momentarily unavailable; when it still fails it raises
+`SettlementFailed`.
 """
 
 from __future__ import annotations
