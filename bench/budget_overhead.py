@@ -32,14 +32,14 @@ ENTRY = LedgerEntry("openai", "gpt-5.5", 1200, 0, 300, 0, 12_345, "abcdefghijkl"
 
 async def _measure(url: str, reps: int) -> dict[str, list[float]]:
     spend = SpendStore(Database(url))
-    await spend.settle(await spend.reserve(CAPS, 1), 1, ENTRY)  # open the engine, create the tables
+    await spend.settle(await spend.reserve(CAPS, 1, lease_s=600), 1, ENTRY)  # open the engine, create the tables
     times: dict[str, list[float]] = {"budgets (4 caps)": [], "ledger only": []}
     for _ in range(reps):
         t0 = time.perf_counter()
-        reservation = await spend.reserve(CAPS, 50_000)
+        reservation = await spend.reserve(CAPS, 50_000, lease_s=600)
         await spend.settle(reservation, 12_345, ENTRY)
         t1 = time.perf_counter()
-        await spend.settle(await spend.reserve([], 0), 12_345, ENTRY)
+        await spend.settle(await spend.reserve([], 0, lease_s=600), 12_345, ENTRY)
         t2 = time.perf_counter()
         times["budgets (4 caps)"].append((t1 - t0) * 1000)
         times["ledger only"].append((t2 - t1) * 1000)

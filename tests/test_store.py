@@ -25,6 +25,8 @@ from mcp_llm_server.store.db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
+LONG = 172_800.0  # a lease outlasting the test's jumps of the clock
+
 
 def url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
@@ -161,7 +163,7 @@ async def test_version_1_database_migrated(tmp_path: Path) -> None:
     store = ConversationStore(Database(url(path)), max_age_s=None, max_chars=None)
     await store.append("c1", turn("kept"))
     spend = SpendStore(store.db)
-    await spend.settle(await spend.reserve([], 0), 0, None)
+    await spend.settle(await spend.reserve([], 0, lease_s=60), 0, None)
     assert (await spend.report())["today"]["calls"] == 0
     await store.db.aclose()
     with sqlite3.connect(path) as conn:
@@ -175,19 +177,19 @@ async def test_reserve_settle_and_the_next_window(database_url: str) -> None:
     now = [1_795_000_000.0]
     spend = SpendStore(Database(database_url), clock=lambda: now[0])
     caps = [BudgetCap("global", "day", 100, "MCP_LLM_BUDGET_DAILY_USD"), BudgetCap("openai", "month", 1000, "X")]
-    held = [await spend.reserve(caps, 40), await spend.reserve(caps, 60)]
+    held = [await spend.reserve(caps, 40, lease_s=LONG), await spend.reserve(caps, 60, lease_s=LONG)]
     with pytest.raises(BudgetExceeded) as refused:
-        await spend.reserve(caps, 1)
+        await spend.reserve(caps, 1, lease_s=LONG)
     assert refused.value.cap.period == "day" and refused.value.spent_nanos == 100
     assert refused.value.resets_at.timestamp() > now[0]
     assert await spend.spent("openai", "month") == 100  # the refused reservation left nothing behind
     entry = LedgerEntry("openai", "m", 10, 0, 5, None, 25, None, "ask_openai", "stdio")
     await spend.settle(held[0], 25, entry)
     assert await spend.spent("global", "day") == 85
-    await spend.reserve(caps, 15)
+    await spend.reserve(caps, 15, lease_s=LONG)
     now[0] += 86_400.0
     assert await spend.spent("global", "day") == 0
-    await spend.reserve(caps, 100)
+    await spend.reserve(caps, 100, lease_s=LONG)
     assert await spend.spent("openai", "month") == 200
     await spend.db.aclose()
 

@@ -24,7 +24,7 @@ from ..render import error_result
 from ..sdk_adapter import app_state, caller_of, progress_sender
 from ..settings import Settings
 from ..state import AppState, ProviderSlot
-from ..store import BudgetExceeded, NewTurn
+from ..store import BudgetExceeded, NewTurn, StoreError
 from .context import CallContext, ContextRefused, prepare_context
 from .deadline import Deadline, DeadlineExceeded
 from .metering import Meter, Metered, refusal_details
@@ -126,6 +126,12 @@ class ModelCall:
                 )
         except BudgetExceeded as refused:
             raise CallRefused("budget_exceeded", str(refused), refusal_details(refused)) from None
+        except StoreError as exc:  # a budget is set but cannot be checked: nothing is sent unchecked
+            raise CallRefused(
+                "budget_unavailable",
+                f"The budget could not be checked, so no request was sent: {exc}",
+                {"store_kind": exc.kind, "retryable": exc.transient},
+            ) from None
         except DeadlineExceeded as exc:
             raise deadline_refusal(exc) from None
         try:

@@ -15,7 +15,7 @@ import anyio
 
 from ..pricing import NANOS_PER_USD, Cost, Pricing, priced_input_tokens
 from ..providers.base import Completion, LLMRequest, ProviderId
-from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore
+from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore, StoreError
 from .policy import worst_case_nanos
 from .run import CallOutcome
 
@@ -62,8 +62,10 @@ class Meter:
     async def reserve(
         self, provider_id: ProviderId, request: LLMRequest, caps: list[BudgetCap], lease_s: float
     ) -> Reservation:
-        """Reserve the call's worst-case cost; raises `BudgetExceeded` (before any request) when a cap is full."""
-        return await self.spend.reserve(caps, worst_case_nanos(self.pricing, provider_id, request))
+        """Reserve the call's worst-case cost for `lease_s` (past it the reservation no longer counts, so a crashed
+        process frees its own); raises `BudgetExceeded` (before any request) when a cap is full, `StoreError` when
+        the database cannot be used."""
+        return await self.spend.reserve(caps, worst_case_nanos(self.pricing, provider_id, request), lease_s=lease_s)
 
     async def release(self, reservation: Reservation) -> None:
         with anyio.CancelScope(shield=True):
@@ -84,8 +86,8 @@ class Meter:
             priced_input_tokens(provider_id, usage.input_tokens, usage.cached_input_tokens),
         )
         with anyio.CancelScope(shield=True):
-            recorded = await self._settle(reservation, actual, self._entry(provider_id, completion, cost))
-        return Metered(outcome, cost, None if recorded else UNRECORDED_COST_NOTE)
+            failure = await self._settle(reservation, actual, self._entry(provider_id, completion, cost))
+        return Metered(outcome, cost, failure)
 
     def _entry(self, provider_id: ProviderId, completion: Completion, cost: Cost) -> LedgerEntry:
         usage = completion.usage
@@ -118,11 +120,14 @@ class Meter:
                 return cost
         return cost
 
-    async def _settle(self, reservation: Reservation, actual: int, entry: LedgerEntry | None) -> bool:
-        """Settle the reservation; False when the database failed (the answer still stands)."""
+    async def _settle(self, reservation: Reservation, actual: int, entry: LedgerEntry | None) -> str | None:
+        """Settle the reservation; None, or what could not be recorded (the answer still stands)."""
         try:
             await self.spend.settle(reservation, actual, entry)
+        except StoreError as exc:  # SettlementFailed says what became of the reservation
+            logger.warning("could not record the cost of a call: %s", exc)
+            return str(exc)
         except Exception as exc:
             logger.warning("could not record the cost of a call: %s", exc)
-            return False
-        return True
+            return UNRECORDED_COST_NOTE
+        return None

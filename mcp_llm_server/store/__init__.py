@@ -13,7 +13,7 @@ from .conversations import (
     new_conversation_id,
 )
 from .db import Database, StoreError, default_database_url
-from .spend import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore
+from .spend import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SettlementFailed, SpendStore
 
 __all__ = [
     "BudgetCap",
@@ -25,6 +25,7 @@ __all__ = [
     "LedgerEntry",
     "NewTurn",
     "Reservation",
+    "SettlementFailed",
     "SpendStore",
     "StoreError",
     "StoredFile",

@@ -1,22 +1,32 @@
 """The tables (SQLAlchemy Core) and the schema version; imported only when the database is first opened.
 
 A store that needs tables of its own (the spend ledger) adds them to `metadata` here and raises `SCHEMA_VERSION`.
+
+Text columns are `_Text`/`_String`: PostgreSQL refuses the NUL character in text, so there a NUL is stored as
+U+FFFD (the replacement character) and a warning logged; SQLite stores it faithfully. Comparisons go through the
+same replacement, so a lookup by a key holding a NUL finds what was stored under it.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
     Connection,
+    Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    TypeDecorator,
     insert,
     inspect,
     select,
@@ -26,7 +36,28 @@ from sqlalchemy import (
 
 from .db import SCHEMA_VERSION, StoreError
 
+logger = logging.getLogger(__name__)
+
 metadata = MetaData()
+
+
+class _String(TypeDecorator[str]):
+    """A string PostgreSQL accepts: NUL characters become U+FFFD there (it refuses them in text)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, str) and "\x00" in value and dialect.name == "postgresql":
+            logger.warning("text with NUL characters: stored with U+FFFD in their place (PostgreSQL refuses NUL)")
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class _Text(_String):
+    impl = Text
+    cache_ok = True
+
 
 _PREPARE_LOCK = 0x6D63706C6C6D  # "mcpllm": the advisory lock that serialises schema preparation on PostgreSQL
 
@@ -35,8 +66,8 @@ schema_version = Table("schema_version", metadata, Column("version", Integer, nu
 conversations = Table(
     "conversations",
     metadata,
-    Column("id", String(32), primary_key=True),
-    Column("title", Text, nullable=False),
+    Column("id", _String(32), primary_key=True),
+    Column("title", _Text(), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False, index=True),
     # The number of turns; incremented in the same transaction that inserts one (the row lock serialises writers).
@@ -50,15 +81,15 @@ conversations = Table(
 turns = Table(
     "turns",
     metadata,
-    Column("conversation_id", String(32), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    Column("conversation_id", _String(32), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
     Column("turn_index", Integer, primary_key=True),  # unique per conversation: no turn can overwrite another
-    Column("provider", String(32), nullable=False),
-    Column("model", Text, nullable=False),
-    Column("system", Text, nullable=True),
-    Column("prompt", Text, nullable=False),
+    Column("provider", _String(32), nullable=False),
+    Column("model", _Text(), nullable=False),
+    Column("system", _Text(), nullable=True),
+    Column("prompt", _Text(), nullable=False),
     Column("files", JSON, nullable=False),  # [{"path", "sha256", "text"}]
-    Column("answer", Text, nullable=False),
-    Column("stop_reason", String(64), nullable=True),
+    Column("answer", _Text(), nullable=False),
+    Column("stop_reason", _String(64), nullable=True),
     Column("usage", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
 )
@@ -70,16 +101,16 @@ ledger = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("created_at", Float, nullable=False, index=True),
-    Column("provider", String(32), nullable=False),
-    Column("model", Text, nullable=False),
+    Column("provider", _String(32), nullable=False),
+    Column("model", _Text(), nullable=False),
     Column("input_tokens", BigInteger, nullable=True),
     Column("cached_input_tokens", BigInteger, nullable=True),
     Column("output_tokens", BigInteger, nullable=True),
     Column("reasoning_tokens", BigInteger, nullable=True),
     Column("cost_nanos", BigInteger, nullable=True),  # null: the model's price is unknown
-    Column("conversation_id", String(32), nullable=True, index=True),
-    Column("tool", String(64), nullable=False),
-    Column("caller", String(128), nullable=False),
+    Column("conversation_id", _String(32), nullable=True, index=True),
+    Column("tool", _String(64), nullable=False),
+    Column("caller", _String(128), nullable=False),
 )
 
 # Budget windows: what has been reserved or spent per scope (`global`, `openai`, `anthropic`) and period
@@ -87,16 +118,32 @@ ledger = Table(
 budget_spend = Table(
     "budget_spend",
     metadata,
-    Column("scope", String(32), primary_key=True),
-    Column("period", String(32), primary_key=True),
-    Column("spent_nanos", BigInteger, nullable=False),
+    Column("scope", _String(32), primary_key=True),
+    Column("period", _String(32), primary_key=True),
+    Column("spent_nanos", BigInteger, nullable=False),  # settled spend; live reservations are in budget_holds
+)
+
+# Reservations: one row per window a call's reservation holds, until it is settled or its lease ends. A hold whose
+# lease has ended counts for nothing (a process killed mid-call frees its reservations so); the next settlement in
+# its window deletes it.
+budget_holds = Table(
+    "budget_holds",
+    metadata,
+    Column("hold_id", _String(32), primary_key=True),
+    Column("scope", _String(32), primary_key=True),
+    Column("period", _String(32), primary_key=True),
+    Column("nanos", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("budget_holds_window", "scope", "period", "expires_at"),
 )
 
 
 def prepare(conn: Connection, where: str) -> None:
     """Check the schema version (refuse a newer one), create the tables that are missing, record the version.
 
-    Migrations: version 1 (conversations) to 2 (ledger, budget windows) only adds tables, which `create_all` does.
+    Migrations only add tables so far, which `create_all` does: version 1 (conversations) to 2 (ledger, budget
+    windows), 2 to 3 (budget_holds: reservations with a lease; a version-2 process's reservations were added to
+    `spent_nanos`, which stays the settled spend here, so both can share a database during an upgrade).
     """
     if conn.dialect.name == "postgresql":
         # Replicas starting together on an empty database: one creates the tables, the others wait, then see them.
@@ -108,7 +155,8 @@ def prepare(conn: Connection, where: str) -> None:
             raise StoreError(
                 f"The database {where} has schema version {version}, newer than this mcp-llm-server knows "
                 f"({SCHEMA_VERSION}): it was written by a newer release. Upgrade mcp-llm-server, or point "
-                "MCP_LLM_DATABASE_URL at another database."
+                "MCP_LLM_DATABASE_URL at another database.",
+                kind="schema",
             )
     metadata.create_all(conn, checkfirst=True)
     if version is None:

@@ -201,20 +201,23 @@ class ConversationStore:
 
     async def append(self, conversation_id: str, turn: NewTurn) -> int:
         """Add `turn` at the end of the conversation (created by its first turn); returns the turn's index."""
-        from sqlalchemy.exc import IntegrityError
-
         for attempt in range(_APPEND_TRIES):
             try:
                 index = await self._append_once(conversation_id, turn)
-            except IntegrityError:  # another process created the conversation or took the index: go again
+            except StoreError as exc:  # another process created the conversation or took the index: go again
+                if exc.kind != "conflict":
+                    raise
                 if attempt == _APPEND_TRIES - 1:
                     raise StoreError(
-                        f"Could not add a turn to conversation {conversation_id}: it kept changing."
+                        f"Could not add a turn to conversation {conversation_id}: it kept changing.", kind="conflict"
                     ) from None
                 logger.debug("turn of %s collided with a concurrent write; retrying", conversation_id)
                 continue
             self._size_estimate += turn.size_chars()
-            await self._prune(keep=conversation_id)
+            try:
+                await self._prune(keep=conversation_id)
+            except StoreError as exc:  # the turn is saved; housekeeping can wait for the next write
+                logger.warning("could not remove expired or excess conversations: %s", exc)
             return index
         raise AssertionError("unreachable")
 

@@ -1,23 +1,50 @@
 """The spend ledger and the budgets, in the shared database (SQLite or PostgreSQL, one code path).
 
-A reservation adds a call's worst-case cost to every budget window that applies (global and its provider's, today's
-and this month's) with one conditional `UPDATE … SET spent = spent + :r WHERE … AND spent + :r <= :cap` per window,
-all in one transaction: the row's write lock (SQLite's database write lock; PostgreSQL's row lock) orders the
-reservations of every process, and a window that does not fit rolls the whole transaction back. Settlement replaces
-the reservation by the actual cost and writes the ledger row in one transaction.
+A reservation holds a call's worst-case cost in every budget window that applies (global and its provider's, today's
+and this month's), all in one transaction: per window, an upsert locks the window's row (SQLite's database write
+lock; PostgreSQL's row lock), and one conditional `INSERT … SELECT … WHERE spent + live holds + this call <= cap` adds
+the hold (a live hold: one whose lease has not ended). The lock orders the reservations of every process; a window
+that does not fit rolls the whole transaction back.
+
+Each hold has a lease (`expires_at`): after it a hold counts for nothing, so a process killed mid-call (or a
+settlement that could not be written) frees its reservation by itself. Settlement adds the actual cost to the
+windows' settled spend, deletes the hold (and the ended holds of its windows) and writes the ledger row, in one
+transaction, tried again briefly when the database is momentarily unavailable; when it still fails it raises
+`SettlementFailed`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .db import Database
+import anyio
 
-__all__ = ["BudgetCap", "BudgetExceeded", "LedgerEntry", "Reservation", "SpendStore", "period_bounds"]
+from .db import Database, StoreError
+
+__all__ = [
+    "BudgetCap",
+    "BudgetExceeded",
+    "LedgerEntry",
+    "Reservation",
+    "SettlementFailed",
+    "SpendStore",
+    "period_bounds",
+]
+
+logger = logging.getLogger(__name__)
+
+# Settlement on a transient failure (locked, connection lost, unreachable): tried again after these pauses, while
+# less than _SETTLE_RETRY_WITHIN_S has passed since the first attempt. A SQLite lock already waited the busy timeout
+# (10 s by default) within the attempt, so it is not waited on again.
+_SETTLE_PAUSES_S = (0.1, 0.4)
+_SETTLE_RETRY_WITHIN_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +59,8 @@ class BudgetCap:
 class Reservation:
     windows: tuple[tuple[str, str], ...]  # (scope, period key)
     nanos: int
+    hold_id: str = ""  # the rows of budget_holds that are this reservation
+    expires_at: float = 0.0  # when its lease ends (the store's clock): it no longer counts after that
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +87,17 @@ class BudgetExceeded(Exception):
         self.resets_at = resets_at
 
 
+class SettlementFailed(StoreError):
+    """`settle` could not record the call: the ledger row is missing. The message says so, and what became of the
+    reservation: `budget_counted` when the actual cost was still counted against the budgets (the ledger row
+    alone was refused); otherwise the reservation is released when its lease ends and the cost is not counted.
+    """
+
+    def __init__(self, message: str, *, cause: StoreError, budget_counted: bool) -> None:
+        super().__init__(message, kind=cause.kind)
+        self.budget_counted = budget_counted
+
+
 def period_bounds(period: str, now: float) -> tuple[str, dt.datetime]:
     """The window key (`day:2026-11-24`, `month:2026-11`, UTC) holding `now`, and when the next one starts."""
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -75,84 +115,154 @@ def _usd(nanos: int) -> str:
     return f"${nanos / 1e9:,.4f}"
 
 
-class SpendStore:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
+def _utc(moment: float) -> str:
+    return f"{dt.datetime.fromtimestamp(moment, dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
 
-    async def reserve(self, caps: Sequence[BudgetCap], nanos: int) -> Reservation:
-        """Add `nanos` to every window of `caps`, or to none (raising `BudgetExceeded`) when one would overflow."""
+
+class SpendStore:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        settle_pauses_s: Sequence[float] = _SETTLE_PAUSES_S,
+        settle_retry_within_s: float = _SETTLE_RETRY_WITHIN_S,
+    ) -> None:
+        self.db = db
+        self.clock = clock  # wall time: the budget windows, and the leases (replicas' clocks should agree)
+        self._settle_pauses_s = tuple(settle_pauses_s)
+        self._settle_retry_within_s = settle_retry_within_s
+
+    async def reserve(self, caps: Sequence[BudgetCap], nanos: int, *, lease_s: float) -> Reservation:
+        """Hold `nanos` in every window of `caps` for `lease_s` seconds, or in none (raising `BudgetExceeded`)
+        when one would overflow. Holds whose lease has ended do not count. Raises `StoreError` when the database
+        cannot be used.
+
+        `lease_s` must outlast the call (its deadline plus a margin): a call settled after its lease ended still
+        counts its actual cost, but meanwhile others may have reserved what it held.
+        """
         if not caps:
             return Reservation((), 0)
-        from sqlalchemy import select, update
+        if not lease_s > 0 or math.isinf(lease_s):
+            raise ValueError(f"lease_s must be a positive number of seconds, not {lease_s!r}")
+        now = self.clock()
+        reservation = Reservation(
+            tuple((cap.scope, period_bounds(cap.period, now)[0]) for cap in caps),
+            nanos,
+            secrets.token_hex(16),
+            now + lease_s,
+        )
+        async with self.db.begin() as conn:
+            for cap, (_, key) in zip(caps, reservation.windows, strict=True):
+                if not await self._hold(conn, cap, key, reservation, now):
+                    raise await self._refusal(conn, cap, key, nanos, now)
+        return reservation
 
+    async def _hold(self, conn: Any, cap: BudgetCap, key: str, reservation: Reservation, now: float) -> bool:
+        """Lock the window and add this hold if it fits with the others whose lease has not ended; whether it did."""
+        from sqlalchemy import func, insert, literal, select
+
+        from ._tables import budget_holds as h
         from ._tables import budget_spend as b
 
-        now = self.clock()
-        windows = []
-        async with self.db.begin() as conn:
-            insert = _insert_ignoring_duplicates(conn.dialect.name)
-            for cap in caps:
-                key, resets_at = period_bounds(cap.period, now)
-                await conn.execute(
-                    insert(b).values(scope=cap.scope, period=key, spent_nanos=0).on_conflict_do_nothing()
-                )
-                fitted = await conn.execute(
-                    update(b)
-                    .where(b.c.scope == cap.scope, b.c.period == key, b.c.spent_nanos + nanos <= cap.cap_nanos)
-                    .values(spent_nanos=b.c.spent_nanos + nanos)
-                )
-                if fitted.rowcount == 0:
-                    spent = (
-                        await conn.execute(select(b.c.spent_nanos).where(b.c.scope == cap.scope, b.c.period == key))
-                    ).scalar_one()
-                    which = "all providers" if cap.scope == "global" else cap.scope
-                    raise BudgetExceeded(
-                        f"Refused by the {'daily' if cap.period == 'day' else 'monthly'} budget for {which} "
-                        f"({cap.variable} = {_usd(cap.cap_nanos)}): {_usd(spent)} is already spent or reserved, "
-                        f"and this call could cost up to {_usd(nanos)} (its input estimate plus max_tokens of "
-                        f"output). The budget resets at {resets_at:%Y-%m-%d %H:%M} UTC. No request was sent; ask "
-                        "with a lower max_tokens or a cheaper model, or wait for the reset.",
-                        cap=cap,
-                        spent_nanos=int(spent),
-                        resets_at=resets_at,
-                    )
-                windows.append((cap.scope, key))
-        return Reservation(tuple(windows), nanos)
+        upsert = _upsert(conn.dialect.name)(b).values(scope=cap.scope, period=key, spent_nanos=0)
+        if conn.dialect.name == "postgresql":  # DO UPDATE (to the same value) locks an existing row there
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[b.c.scope, b.c.period], set_={"spent_nanos": b.c.spent_nanos}
+            )
+        else:  # SQLite: any write statement takes the database's write lock, and DO NOTHING writes no page
+            upsert = upsert.on_conflict_do_nothing()
+        await conn.execute(upsert)
+        live = (h.c.scope == cap.scope, h.c.period == key, h.c.expires_at > now)
+        held = select(func.coalesce(func.sum(h.c.nanos), 0)).where(*live).scalar_subquery()
+        row = select(
+            literal(reservation.hold_id, h.c.hold_id.type),
+            literal(cap.scope, h.c.scope.type),
+            literal(key, h.c.period.type),
+            literal(reservation.nanos, h.c.nanos.type),
+            literal(reservation.expires_at, h.c.expires_at.type),
+        ).where(b.c.scope == cap.scope, b.c.period == key, b.c.spent_nanos + held + reservation.nanos <= cap.cap_nanos)
+        added = await conn.execute(insert(h).from_select(["hold_id", "scope", "period", "nanos", "expires_at"], row))
+        return bool(added.rowcount)
+
+    async def _refusal(self, conn: Any, cap: BudgetCap, key: str, nanos: int, now: float) -> BudgetExceeded:
+        spent = await _spent_or_held(conn, cap.scope, key, now)
+        _, resets_at = period_bounds(cap.period, now)
+        which = "all providers" if cap.scope == "global" else cap.scope
+        return BudgetExceeded(
+            f"Refused by the {'daily' if cap.period == 'day' else 'monthly'} budget for {which} "
+            f"({cap.variable} = {_usd(cap.cap_nanos)}): {_usd(spent)} is already spent or reserved, "
+            f"and this call could cost up to {_usd(nanos)} (its input estimate plus max_tokens of "
+            f"output). The budget resets at {resets_at:%Y-%m-%d %H:%M} UTC. No request was sent; ask "
+            "with a lower max_tokens or a cheaper model, or wait for the reset.",
+            cap=cap,
+            spent_nanos=spent,
+            resets_at=resets_at,
+        )
 
     async def settle(self, reservation: Reservation, actual_nanos: int, entry: LedgerEntry | None) -> None:
-        """Replace the reservation by the actual cost and record the ledger row, in one transaction."""
+        """Replace the reservation by the actual cost and record the ledger row, in one transaction.
+
+        `settle(reservation, 0, None)` releases a reservation. Retried briefly on a transient failure. When it still
+        fails, raises `SettlementFailed` (a `StoreError`) saying that the cost could not be recorded; a refused
+        ledger row is then dropped and the cost still counted against the budgets if possible, and otherwise the
+        reservation is released when its lease ends.
+        """
         if not reservation.windows and entry is None:
             return
-        from sqlalchemy import insert, update
+        try:
+            await self._settle_retrying(reservation, actual_nanos, entry)
+            return
+        except StoreError as exc:
+            failure = exc
+        counted = False
+        if entry is not None and reservation.windows and not failure.transient:
+            try:  # the ledger row alone was refused: the budgets still count the cost, and the hold goes
+                await self._settle_once(reservation, actual_nanos, None)
+                counted = True
+            except StoreError as again:
+                logger.debug("settling without the ledger row failed too: %s", again)
+        raise SettlementFailed(
+            _settle_failure(failure, reservation, entry, counted), cause=failure, budget_counted=counted
+        )
 
+    async def _settle_retrying(self, reservation: Reservation, actual_nanos: int, entry: LedgerEntry | None) -> None:
+        await _retrying(
+            lambda: self._settle_once(reservation, actual_nanos, entry),
+            self._settle_pauses_s,
+            self._settle_retry_within_s,
+        )
+
+    async def _settle_once(self, reservation: Reservation, actual_nanos: int, entry: LedgerEntry | None) -> None:
+        from sqlalchemy import and_, delete, insert, or_, update
+
+        from ._tables import budget_holds as h
         from ._tables import budget_spend as b
         from ._tables import ledger
 
-        delta = actual_nanos - reservation.nanos
         async with self.db.begin() as conn:
-            if delta:
-                for scope, key in reservation.windows:
+            if actual_nanos:
+                for scope, key in reservation.windows:  # in the order reserve locked them: no deadlock
                     await conn.execute(
                         update(b)
                         .where(b.c.scope == scope, b.c.period == key)
-                        .values(spent_nanos=b.c.spent_nanos + delta)
+                        .values(spent_nanos=b.c.spent_nanos + actual_nanos)
                     )
+            if reservation.windows:  # this hold, and in passing those of its windows whose lease has ended
+                now = self.clock()
+                ended = [and_(h.c.scope == s, h.c.period == k, h.c.expires_at <= now) for s, k in reservation.windows]
+                await conn.execute(delete(h).where(or_(h.c.hold_id == reservation.hold_id, *ended)))
             if entry is not None:
                 await conn.execute(
                     insert(ledger).values(created_at=self.clock(), **asdict(entry))  # its fields are the columns
                 )
 
     async def spent(self, scope: str, period: str) -> int:
-        """Spent or reserved in the current window of `scope` and `period`."""
-        from sqlalchemy import select
-
-        from ._tables import budget_spend as b
-
-        key, _ = period_bounds(period, self.clock())
+        """Spent or reserved (by a hold whose lease has not ended) in the current window of `scope` and `period`."""
+        now = self.clock()
+        key, _ = period_bounds(period, now)
         async with self.db.begin() as conn:
-            value = (await conn.execute(select(b.c.spent_nanos).where(b.c.scope == scope, b.c.period == key))).scalar()
-        return int(value or 0)
+            return await _spent_or_held(conn, scope, key, now)
 
     async def report(self, top: int = 10) -> dict[str, Any]:
         """Today's and this month's spend and tokens by provider and model; the most expensive conversations."""
@@ -228,8 +338,53 @@ def _month_start(now: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def _insert_ignoring_duplicates(dialect: str) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING` for the dialect in use (SQLite and PostgreSQL spell it alike)."""
+async def _spent_or_held(conn: Any, scope: str, key: str, now: float) -> int:
+    from sqlalchemy import func, select
+
+    from ._tables import budget_holds as h
+    from ._tables import budget_spend as b
+
+    spent = (await conn.execute(select(b.c.spent_nanos).where(b.c.scope == scope, b.c.period == key))).scalar()
+    held = (
+        await conn.execute(
+            select(func.coalesce(func.sum(h.c.nanos), 0)).where(
+                h.c.scope == scope, h.c.period == key, h.c.expires_at > now
+            )
+        )
+    ).scalar()
+    return int(spent or 0) + int(held or 0)
+
+
+async def _retrying(operation: Callable[[], Awaitable[None]], pauses_s: tuple[float, ...], within_s: float) -> None:
+    """Run `operation`; on a transient `StoreError`, again after each pause while within `within_s` of the start."""
+    started = time.monotonic()
+    for pause in pauses_s:
+        try:
+            await operation()
+            return
+        except StoreError as exc:
+            if not exc.transient or time.monotonic() - started + pause > within_s:
+                raise
+            logger.warning("could not record a call's cost (%s): trying again in %g s", exc, pause)
+        await anyio.sleep(pause)
+    await operation()
+
+
+def _settle_failure(failure: StoreError, reservation: Reservation, entry: LedgerEntry | None, counted: bool) -> str:
+    what = "The cost of this call could not be recorded" if entry is not None else "A reservation could not be released"
+    parts = [f"{what}: {failure}"]
+    if counted:
+        parts.append("It was still counted against the budgets.")
+    elif reservation.windows:
+        parts.append(
+            f"Its budget reservation ({_usd(reservation.nanos)}) is released when its lease ends, at "
+            f"{_utc(reservation.expires_at)}."
+        )
+    return " ".join(parts)
+
+
+def _upsert(dialect: str) -> Any:
+    """`INSERT … ON CONFLICT …` for the dialect in use (SQLite and PostgreSQL spell it alike)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
