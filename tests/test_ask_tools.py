@@ -619,7 +619,7 @@ async def test_bad_arguments(
     result = await client.call_tool(tool, arguments)
     assert result.is_error
     text = text_of(result)
-    assert "validation error" in text and field in text
+    assert f"Invalid argument for `{tool}`" in text and f"`{field}`" in text and "Accepted: " in text
     assert standin.requests == []
 
 
