@@ -64,7 +64,8 @@ def _forms(secret: str) -> set[str]:
 
 class Redactor:
     """`redactor(text)` is `text` with every secret masked, fast enough for whole answers: about 2 ms a megabyte
-    for the configured secrets (each is first looked for as a plain string), 15 ms with the key shapes."""
+    for the configured secrets (each is first looked for as a plain string), 25 ms with the key shapes
+    (`python -m bench.redaction`)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms = {form for secret in secrets if secret for form in _forms(secret)}
