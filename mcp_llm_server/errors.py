@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["FailureKind", "ProviderNotConfigured", "UpstreamFailure"]
+from .redact import Redactor
+
+__all__ = ["DETAIL_CHARS", "FailureKind", "ProviderNotConfigured", "UpstreamFailure"]
+
+DETAIL_CHARS = 400  # the most of an upstream's own error text a failure carries
 
 FailureKind = Literal[
     "rate_limited",
@@ -80,6 +84,12 @@ class UpstreamFailure(Exception):
 
     def __str__(self) -> str:
         return self.describe()
+
+    def redacted(self, redactor: Redactor) -> UpstreamFailure:
+        """This failure with the upstream's text redacted and only then shortened to `DETAIL_CHARS`: the adapters
+        call it on every failure they raise. (Shortened first, a key echoed near the cut would lose its end, no
+        longer match, and leak its first characters.)"""
+        return replace(self, detail=redactor.clip(self.detail, DETAIL_CHARS), partial_text=redactor(self.partial_text))
 
     def describe_briefly(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None and self.status != 200 else ""

@@ -6,13 +6,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import mcp.types as types
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
 from . import __version__
+from .arguments import argument_error
 from .logs import MCP_TO_PYTHON_LEVEL
 from .settings import Settings
 from .state import AppState, app_lifespan
@@ -25,6 +30,8 @@ from .tools.fanout import register_fanout_tool
 from .tools.usage import register_usage_tools
 
 __all__ = ["INSTRUCTIONS", "build_server"]
+
+logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compatible server) and
@@ -62,7 +69,7 @@ def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) 
 
     running: list[AppState] = []  # the state of the running server, for static resources (they get no Context)
 
-    server = MCPServer(
+    server = _Server(
         "mcp-llm-server",
         title="LLM bridge (OpenAI and Anthropic)",
         version=__version__,
@@ -81,6 +88,25 @@ def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) 
     _add_logging_handler(server)
     _add_prompt_handler(server)
     return server
+
+
+class _Server(MCPServer[AppState]):
+    """MCPServer, but arguments that fail a tool's input schema come back as `argument_error`'s result, for every
+    tool: the SDK's `Tool.run` raises them as a `ToolError` caused by the `ValidationError`, and its handler would
+    send pydantic's text as is."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            tool = self._tool_manager.get_tool(name)
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError) or tool is None:
+                raise
+            fields = sorted({str(err["loc"][0]) for err in exc.__cause__.errors() if err["loc"]})
+            logger.info("Tool %r rejected arguments: %r", name, fields)  # names only: the values are the caller's
+            return argument_error(name, exc.__cause__, tool.fn_metadata.arg_model.model_json_schema())
 
 
 def _add_logging_handler(server: MCPServer) -> None:

@@ -145,14 +145,20 @@ class Settings(BaseSettings):
             raise ValueError("set MCP_LLM_TOOLS (the tools to expose) or MCP_LLM_DISABLED_TOOLS, not both")
         return value
 
-    @field_validator("http_token", mode="before")
+    @field_validator("openai_api_key", "anthropic_api_key", "http_token", mode="before")
     @classmethod
-    def _blank_token(cls, value: object) -> object:
+    def _secret(cls, value: object) -> object:
         if isinstance(value, str):
-            if value.strip() == "":
+            if value.strip() == "":  # blank: not set
                 return None
-            if len(value) < 16:
-                raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+            _no_stray_whitespace(value)
+        return value
+
+    @field_validator("http_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
@@ -186,7 +192,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _blank_url(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip() == "" else value.strip()
+        if value is None or value.strip() == "":
+            return None
+        password = urlsplit(value.strip()).password
+        if password is not None:
+            _no_stray_whitespace(password, what="its password")
+        return value.strip()
 
     @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod
@@ -207,6 +218,13 @@ class Settings(BaseSettings):
             if password:
                 found.append(password)
         return found
+
+
+def _no_stray_whitespace(secret: str, what: str = "it") -> None:
+    """A secret never contains whitespace: a space or newline pasted with it would be sent (and echoed back in an
+    `Illegal header value` error) or make the secret fail. The message never shows the secret."""
+    if any(char.isspace() for char in secret):
+        raise ValueError(f"{what} contains whitespace (a stray space or newline?); remove it")
 
 
 class SettingsError(Exception):

@@ -106,7 +106,8 @@ def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | No
         )
 
     client: LazyClient[AsyncOpenAI] = LazyClient("openai", build)
-    adapter = OpenAIChat(client) if settings.openai_api == "chat" else OpenAIResponses(client)
+    redactor = Redactor(settings.secrets())
+    adapter = (OpenAIChat if settings.openai_api == "chat" else OpenAIResponses)(client, redactor=redactor)
     return ProviderSlot("openai", "OpenAI", adapter, settings.openai_model, limiter, "OPENAI_API_KEY"), client
 
 
@@ -128,7 +129,7 @@ def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] |
         )
 
     client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build)
-    adapter = AnthropicMessages(client)
+    adapter = AnthropicMessages(client, redactor=Redactor(settings.secrets()))
     slot = ProviderSlot("anthropic", "Anthropic", adapter, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
     return slot, client
 

@@ -8,18 +8,26 @@ involvement:
 - Every input schema is made one flat object: `$ref`s are inlined and `$defs` dropped (some hosts reject
   them), an optional argument's `anyOf: [X, {"type": "null"}]` becomes X (it is optional because it is not
   `required`; a `null` sent all the same is still accepted, as before), and the titles pydantic derives from
-  names are dropped. Only what hosts are shown changes: arguments are validated by the tool's own model.
+  names are dropped.
+- Every input schema keeps to the subset the model APIs hosts forward tool schemas to all accept (OpenAI strict
+  function calling, Gemini's `parameters`, Anthropic): no `default` (the value is said in the description
+  instead), `exclusiveMinimum`/`exclusiveMaximum` become `minimum`/`maximum` (the description says "more
+  than"), every object is closed (`additionalProperties: false`), and a free-form object offered beside
+  another form (`extract_json`'s `schema`: an object or a JSON string) is shown in that other form only.
+
+Only what hosts are shown changes: arguments are validated by the tool's own model, which accepts all it did.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mcp.server import MCPServer
 
 from .settings import Settings, SettingsError
 
-__all__ = ["apply_tool_toggles", "flat_schema", "flatten_input_schemas"]
+__all__ = ["apply_tool_toggles", "flat_schema", "flatten_input_schemas", "portable_schema"]
 
 _NULL = {"type": "null"}
 
@@ -42,7 +50,44 @@ def apply_tool_toggles(server: MCPServer, settings: Settings) -> None:
 
 def flatten_input_schemas(server: MCPServer) -> None:
     for tool in server._tool_manager.list_tools():
-        tool.parameters = flat_schema(tool.parameters)
+        tool.parameters = portable_schema(flat_schema(tool.parameters))
+
+
+def portable_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """`node` (a flat schema) within the subset every function-calling API accepts; see the module's docstring."""
+    node = dict(node)
+    notes: list[str] = []
+    if "default" in node:
+        notes.append(f"Default: {json.dumps(node.pop('default'))}.")
+    for exclusive, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if exclusive in node:
+            bound = node.pop(exclusive)
+            node.setdefault(inclusive, bound)
+            notes.append(f"Must be {'more' if inclusive == 'minimum' else 'less'} than {bound:g}.")
+    if notes:
+        node["description"] = " ".join([node["description"], *notes] if node.get("description") else notes)
+    if isinstance(node.get("properties"), dict):
+        node["properties"] = {name: portable_schema(prop) for name, prop in node["properties"].items()}
+    if isinstance(node.get("items"), dict):
+        node["items"] = portable_schema(node["items"])
+    if isinstance(node.get("anyOf"), list):
+        node = _without_free_form_branches(node)
+    if node.get("type") == "object" and not _free_form(node):
+        node["additionalProperties"] = False
+        node.setdefault("properties", {})
+    return node
+
+
+def _free_form(node: dict[str, Any]) -> bool:
+    """An object whose keys are not listed (any object, or a map): no closed form describes it."""
+    return node.get("type") == "object" and "properties" not in node and node.get("additionalProperties") is not False
+
+
+def _without_free_form_branches(node: dict[str, Any]) -> dict[str, Any]:
+    branches = [portable_schema(branch) for branch in node["anyOf"]]
+    kept = [branch for branch in branches if not _free_form(branch)] or branches
+    rest = {key: value for key, value in node.items() if key != "anyOf"}
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
 
 
 def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:

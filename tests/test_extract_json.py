@@ -109,8 +109,8 @@ async def test_tools_list_entry(client: Client) -> None:
     schema = tool.input_schema
     assert schema["required"] == ["text", "schema"]
     assert "anyOf" not in schema and "$ref" not in schema
-    assert {branch["type"] for branch in schema["properties"]["schema"]["anyOf"]} == {"object", "string"}
-    assert schema["properties"]["max_attempts"]["default"] == 3
+    assert schema["properties"]["schema"]["type"] == "string"  # an object is accepted too (no strict form to show)
+    assert "Default: 3." in schema["properties"]["max_attempts"]["description"]
     assert tool.output_schema is None
     assert tool.annotations is not None and tool.annotations.read_only_hint and tool.annotations.open_world_hint
 

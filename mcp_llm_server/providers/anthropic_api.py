@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clients import LazyClient
 from ..errors import FailureKind, UpstreamFailure
+from ..redact import Redactor
 from .base import (
     REASONING_BUDGETS,
     Completion,
@@ -84,9 +85,12 @@ class AnthropicMessages:
 
     id: ProviderId = "anthropic"
 
-    def __init__(self, client: LazyClient[AsyncAnthropic], label: str = LABEL) -> None:
+    def __init__(
+        self, client: LazyClient[AsyncAnthropic], label: str = LABEL, *, redactor: Redactor | None = None
+    ) -> None:
         self._client = client
         self.label = label
+        self._redactor = redactor or Redactor()  # upstream error texts may echo a key
 
     async def stream(self, request: LLMRequest, sink: StreamSink, *, stall_s: float) -> Completion:
         import anthropic
@@ -99,7 +103,7 @@ class AnthropicMessages:
             failure = classify_anthropic_error(exc, self.label)
             if failure is None:
                 raise
-            raise failure from exc
+            raise failure.redacted(self._redactor) from exc
 
     async def list_models(self) -> list[str]:
         """`GET /v1/models`, every page (newest models first)."""
@@ -113,7 +117,7 @@ class AnthropicMessages:
             failure = classify_anthropic_error(exc, self.label)
             if failure is None:
                 raise
-            raise failure from exc
+            raise failure.redacted(self._redactor) from exc
 
     async def _stream(
         self, client: AsyncAnthropic, request: LLMRequest, sink: StreamSink, stall_s: float

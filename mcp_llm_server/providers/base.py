@@ -177,17 +177,12 @@ def failure_from_status(
     return UpstreamFailure(
         provider=label,
         kind=kind,
-        detail=_shorten(detail),
+        detail=detail,
         status=status,
         request_id=request_id,
         retryable=retry_status(status, headers),
         retry_after_s=parse_retry_after(headers),
     )
-
-
-def _shorten(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class StallClock:

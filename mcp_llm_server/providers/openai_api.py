@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clients import LazyClient
 from ..errors import UpstreamFailure
+from ..redact import Redactor
 from .base import (
     Completion,
     LLMRequest,
@@ -65,9 +66,12 @@ def _body_message(body: object) -> str:
 class _OpenAIBase:
     id: ProviderId = "openai"
 
-    def __init__(self, client: LazyClient[AsyncOpenAI], label: str = LABEL) -> None:
+    def __init__(
+        self, client: LazyClient[AsyncOpenAI], label: str = LABEL, *, redactor: Redactor | None = None
+    ) -> None:
         self._client = client
         self.label = label
+        self._redactor = redactor or Redactor()  # upstream error texts may echo a key
 
     async def stream(self, request: LLMRequest, sink: StreamSink, *, stall_s: float) -> Completion:
         import openai
@@ -79,7 +83,7 @@ class _OpenAIBase:
             failure = classify_openai_error(exc, self.label)
             if failure is None:
                 raise
-            raise failure from exc
+            raise failure.redacted(self._redactor) from exc
 
     async def _stream(self, client: AsyncOpenAI, request: LLMRequest, sink: StreamSink, stall_s: float) -> Completion:
         raise NotImplementedError
@@ -95,7 +99,7 @@ class _OpenAIBase:
             failure = classify_openai_error(exc, self.label)
             if failure is None:
                 raise
-            raise failure from exc
+            raise failure.redacted(self._redactor) from exc
 
 
 class OpenAIResponses(_OpenAIBase):

@@ -55,7 +55,7 @@ Text = Annotated[str, Field(min_length=1, description="The free text to extract 
 Schema = Annotated[
     dict[str, Any] | str,
     Field(
-        description="The JSON Schema the result must validate against, as an object (a JSON string is accepted "
+        description="The JSON Schema the result must validate against, as a JSON string (an object is accepted "
         "too). Draft 2020-12 unless its `$schema` names another draft; only local `$ref`s (`#/$defs/...`). "
         'Any root type works: {"type": "object", ...}, {"type": "array", ...}, {"type": "string"}...'
     ),
