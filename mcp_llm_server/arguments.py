@@ -16,8 +16,8 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from .redact import Redactor
+from .render import ERROR_META_KEY
 from .surface import flat_schema
-from .tools.common import ERROR_META_KEY
 
 __all__ = ["ArgumentProblem", "argument_error", "argument_problems"]
 

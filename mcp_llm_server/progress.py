@@ -25,11 +25,20 @@ __all__ = [
     "NullProgress",
     "Progress",
     "ProgressRelay",
+    "TailView",
     "fanout_relay",
+    "plain_tail",
     "progress_relay",
 ]
 
 SendProgress = Callable[[float, str], Awaitable[None]]
+# How the last `chars` characters of a text are shown (the call pipeline's masks the server's secrets).
+TailView = Callable[[str, int], str]
+
+
+def plain_tail(text: str, chars: int) -> str:
+    return text if len(text) <= chars else "…" + text[len(text) - chars :]
+
 
 REASONING_MARK = "[reasoning] "
 
@@ -73,16 +82,14 @@ class _Tail:
         self._parts.append(delta)
         self._chars += len(delta)
 
-    def take(self, tail_chars: int) -> str | None:
+    def take(self, tail_chars: int, view: TailView) -> str | None:
         """The tail of the text so far if it grew since last taken, else None."""
         if self._chars == self._sent_chars:
             return None
         self._sent_chars = self._chars
         text = "".join(self._parts)
         self._parts = [text]
-        if len(text) <= tail_chars:
-            return text
-        return "…" + text[len(text) - tail_chars :]
+        return view(text, tail_chars)
 
 
 def _seconds(elapsed: float) -> str:
@@ -94,8 +101,11 @@ class _Relay:
 
     listening = True
 
-    def __init__(self, send: SendProgress, *, interval_s: float, tail_chars: int, heartbeat_s: float) -> None:
+    def __init__(
+        self, send: SendProgress, *, interval_s: float, tail_chars: int, heartbeat_s: float, view: TailView
+    ) -> None:
         self._send = send
+        self._view = view
         self._interval_s = interval_s
         self._tail_chars = tail_chars
         self._heartbeat_s = heartbeat_s
@@ -153,8 +163,9 @@ class ProgressRelay(_Relay):
         prefix: str = "",
         heartbeat_s: float = 0.0,
         waiting_for: str = "the model",
+        view: TailView = plain_tail,
     ) -> None:
-        super().__init__(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s)
+        super().__init__(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s, view=view)
         self._prefix = prefix
         self._waiting_for = waiting_for
         self._text = _Tail()
@@ -174,10 +185,10 @@ class ProgressRelay(_Relay):
 
     async def flush(self) -> None:
         async with self._lock:
-            reasoning = self._reasoning.take(self._tail_chars)
+            reasoning = self._reasoning.take(self._tail_chars, self._view)
             if reasoning is not None:  # reasoning comes before the answer it leads to
                 await self._emit(f"{self._prefix}{REASONING_MARK}{reasoning}")
-            text = self._text.take(self._tail_chars)
+            text = self._text.take(self._tail_chars, self._view)
             if text is not None:
                 await self._emit(self._prefix + text)
 
@@ -229,6 +240,7 @@ async def progress_relay(
     prefix: str = "",
     heartbeat_s: float = 0.0,
     waiting_for: str = "the model",
+    view: TailView = plain_tail,
 ) -> AsyncIterator[Progress]:
     """A relay running for the duration of the block (its last text flushed on a clean exit), or a no-op.
 
@@ -243,6 +255,7 @@ async def progress_relay(
         prefix=prefix,
         heartbeat_s=heartbeat_s,
         waiting_for=waiting_for,
+        view=view,
     )
     async with _running(relay):
         yield relay
@@ -313,8 +326,16 @@ class FanoutRelay(_Relay):
     `[label] [reasoning] …tail`); status lines go out at once; a heartbeat names the targets still running.
     """
 
-    def __init__(self, send: SendProgress, *, interval_s: float, tail_chars: int, heartbeat_s: float = 0.0) -> None:
-        super().__init__(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s)
+    def __init__(
+        self,
+        send: SendProgress,
+        *,
+        interval_s: float,
+        tail_chars: int,
+        heartbeat_s: float = 0.0,
+        view: TailView = plain_tail,
+    ) -> None:
+        super().__init__(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s, view=view)
         self._channels: list[_Channel] = []
 
     def channel(self, label: str) -> Progress:
@@ -337,10 +358,10 @@ class FanoutRelay(_Relay):
     async def flush(self) -> None:
         async with self._lock:
             for channel in self._channels:
-                reasoning = channel.reasoning_tail.take(self._tail_chars)
+                reasoning = channel.reasoning_tail.take(self._tail_chars, self._view)
                 if reasoning is not None:
                     await self._emit(f"[{channel.label}] {REASONING_MARK}{reasoning}")
-                text = channel.text_tail.take(self._tail_chars)
+                text = channel.text_tail.take(self._tail_chars, self._view)
                 if text is not None:
                     await self._emit(f"[{channel.label}] {text}")
 
@@ -353,12 +374,17 @@ class FanoutRelay(_Relay):
 
 @asynccontextmanager
 async def fanout_relay(
-    send: SendProgress | None, *, interval_s: float, tail_chars: int, heartbeat_s: float = 0.0
+    send: SendProgress | None,
+    *,
+    interval_s: float,
+    tail_chars: int,
+    heartbeat_s: float = 0.0,
+    view: TailView = plain_tail,
 ) -> AsyncIterator[FanoutProgress]:
     """A fan-out relay running for the duration of the block (its last text flushed on a clean exit), or a no-op."""
     if send is None:
         yield NullFanout()
         return
-    relay = FanoutRelay(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s)
+    relay = FanoutRelay(send, interval_s=interval_s, tail_chars=tail_chars, heartbeat_s=heartbeat_s, view=view)
     async with _running(relay):
         yield relay

@@ -227,3 +227,24 @@ async def test_one_giant_delta_is_cut_at_the_response_byte_cap(
             details = error_details(result)
             assert details["error"]["kind"] == "too_long", text_of(result)
             assert "MCP_LLM_MAX_RESPONSE_BYTES" in text_of(result)
+
+
+async def test_progress_never_shows_a_piece_of_the_key(make_settings: SettingsFactory, standin: StandIn) -> None:
+    """A model streaming the server's key, a few characters a delta: no progress notification carries any
+    8-character piece of it (the tail is masked whole, and a key's beginning is held back until it is complete)."""
+    answer = f"Here it is: {OPENAI_KEY} and more text after it."
+    chunks = [answer[i : i + 3] for i in range(0, len(answer), 3)]
+    standin.script(Reply(chunks=chunks, chunk_delay_s=0.02), Reply(chunks=chunks, chunk_delay_s=0.02))
+    seen: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message or "")
+
+    settings = make_settings(progress_interval_s=0.01)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        ok(await client.call_tool("ask_openai", {"prompt": "key?"}, progress_callback=on_progress))
+        ok(await client.call_tool("ask_many", {"prompt": "key?", "targets": ["openai"]}, progress_callback=on_progress))
+    pieces = {OPENAI_KEY[i : i + 8] for i in range(len(OPENAI_KEY) - 7)}
+    assert len(seen) > 10
+    leaked = [m for m in seen if any(piece in m for piece in pieces)]
+    assert not leaked, leaked

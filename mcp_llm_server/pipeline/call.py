@@ -160,12 +160,17 @@ class ModelCall:
             heartbeat_s=s.heartbeat_s,
             prefix=prefix,
             waiting_for=waiting_for,
+            view=self.state.redact.tail,
         )
 
     def fanout_progress(self) -> AbstractAsyncContextManager[FanoutProgress]:
         s = self.settings
         return fanout_relay(
-            self.send, interval_s=s.progress_interval_s, tail_chars=s.progress_tail_chars, heartbeat_s=s.heartbeat_s
+            self.send,
+            interval_s=s.progress_interval_s,
+            tail_chars=s.progress_tail_chars,
+            heartbeat_s=s.heartbeat_s,
+            view=self.state.redact.tail,
         )
 
     async def save(self, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
