@@ -54,6 +54,9 @@ class Progress(Protocol):
 
     async def status(self, message: str) -> None: ...
 
+    def answered(self) -> None:
+        """The answer is complete: no heartbeat says the call still waits for it."""
+
 
 class NullProgress:
     listening = False
@@ -65,6 +68,9 @@ class NullProgress:
         pass
 
     async def status(self, message: str) -> None:
+        pass
+
+    def answered(self) -> None:
         pass
 
 
@@ -115,6 +121,7 @@ class _Relay:
         self._last_activity = self._started  # the last notification, or the start: when a heartbeat is due from
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
+        self._answered = False
 
     async def run(self) -> None:
         """Flush pending text, at most once per interval, and send heartbeats when silent, until cancelled."""
@@ -130,15 +137,18 @@ class _Relay:
                 await anyio.sleep(wait)
             await self.flush()
 
+    def answered(self) -> None:
+        self._answered = True
+
     def _until_heartbeat(self) -> float | None:
-        if self._heartbeat_s <= 0:
+        if self._heartbeat_s <= 0 or self._answered:
             return None
         return max(self._last_activity + self._heartbeat_s - anyio.current_time(), 0.0)
 
     async def _heartbeat(self) -> None:
         async with self._lock:
             now = anyio.current_time()
-            if now - self._last_activity >= self._heartbeat_s:  # nothing else went out meanwhile
+            if not self._answered and now - self._last_activity >= self._heartbeat_s:  # nothing went out meanwhile
                 await self._emit(self._waiting_message(_seconds(now - self._started)))
 
     def _waiting_message(self, elapsed: str) -> str:
@@ -316,6 +326,9 @@ class _Channel:
 
     async def status(self, message: str) -> None:
         await self._relay.status(f"[{self.label}] {message}")
+
+    def answered(self) -> None:
+        self._relay.done(self.label)
 
 
 class FanoutRelay(_Relay):

@@ -138,5 +138,6 @@ async def run_call(
             partial_text="".join(sink.parts),
             hint=hint if waiting_for_slot else "",
         ) from None
+    progress.answered()
     latency_ms = (anyio.current_time() - started) * 1000.0
     return CallOutcome(completion=completion, attempts=attempts, latency_ms=round(latency_ms, 1))
