@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 from mcp.server import MCPServer
@@ -11,6 +13,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 
 from ..aliases import AliasMismatch, model_for
 from ..calls import run_call
+from ..client_roots import ClientRoots, root_paths
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..metering import BudgetExceeded, caller_of, metered_call, refusal_structured
 from ..progress import progress_relay
@@ -46,11 +49,19 @@ async def ask(
     reasoning_effort: ReasoningEffort | None = None,
     conversation_id: str | None = None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     """One call: its files read and its conversation's history loaded (its lock held until the turn is saved)."""
     state = app_state(ctx)
     try:
-        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
+        async with prepare_context(
+            state,
+            conversation_id=conversation_id,
+            system=system,
+            files=files,
+            timeout_s=timeout_s,
+            client_roots=client_roots,
+        ) as call:
             return await _ask(
                 ctx,
                 provider_id,
@@ -173,6 +184,7 @@ def register_ask_tools(server: MCPServer) -> None:
     )
     async def ask_openai(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         system: System = None,
         model: Model = None,
@@ -195,6 +207,7 @@ def register_ask_tools(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )
 
     @server.tool(
@@ -207,6 +220,7 @@ def register_ask_tools(server: MCPServer) -> None:
     )
     async def ask_claude(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         system: System = None,
         model: Model = None,
@@ -229,4 +243,5 @@ def register_ask_tools(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )

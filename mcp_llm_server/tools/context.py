@@ -11,6 +11,9 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anyio
 
 from ..files import FileRefused, read_files
 from ..providers.base import Completion, FileText, Turn
@@ -90,11 +93,18 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
 
 @asynccontextmanager
 async def prepare_context(
-    state: AppState, *, conversation_id: str | None, system: str | None, files: list[str] | None
+    state: AppState,
+    *,
+    conversation_id: str | None,
+    system: str | None,
+    files: list[str] | None,
+    timeout_s: float | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> AsyncIterator[CallContext]:
     """Raises `ContextRefused` before anything is sent upstream."""
     try:
-        loaded = await read_files(files, state.file_limits)
+        deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
+        loaded = await read_files(files, state.file_limits, deadline=deadline, client_roots=client_roots)
     except FileRefused as exc:
         raise ContextRefused(str(exc)) from None
     if conversation_id is None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -23,6 +25,7 @@ from pydantic import Field
 
 from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import run_call
+from ..client_roots import ClientRoots, root_paths
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..files import FileRefused, read_files
 from ..metering import BudgetExceeded, Metered, caller_of, metered_call, refusal_structured
@@ -265,6 +268,7 @@ async def extract_json(
     max_attempts: int,
     timeout_s: float | None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     from ..jsonschema_tools import SchemaProblem, check_schema
 
@@ -298,7 +302,8 @@ async def extract_json(
             f"{settings.max_prompt_chars:,} (MCP_LLM_MAX_PROMPT_CHARS). Extract from a shorter part of the text.",
         )
     try:
-        loaded = await read_files(files, state.file_limits)
+        deadline = anyio.current_time() + state.limits(timeout_s).timeout_s
+        loaded = await read_files(files, state.file_limits, deadline=deadline, client_roots=client_roots)
     except FileRefused as exc:
         return error_result(state, str(exc), {"error": {"kind": "refused", "message": str(exc)}})
     run = _Run(checked=checked, max_attempts=max_attempts, model=model)
@@ -412,6 +417,7 @@ def register_extract_tool(server: MCPServer) -> None:
     )
     async def extract_json_tool(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         text: Text,
         schema: Schema,
         instructions: Instructions = None,
@@ -431,4 +437,5 @@ def register_extract_tool(server: MCPServer) -> None:
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             files=files,
+            client_roots=root_paths(client_roots),
         )

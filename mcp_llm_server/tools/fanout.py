@@ -8,7 +8,9 @@ failure stays in its own entry; the call is an error only when every target fail
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import anyio
@@ -19,6 +21,7 @@ from pydantic import Field
 
 from ..aliases import AliasMismatch, model_for, resolve_alias
 from ..calls import CallLimits, run_call
+from ..client_roots import ClientRoots, root_paths
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..metering import BudgetExceeded, caller_of, metered_call
 from ..pricing import NANOS_PER_USD, nanos_to_usd
@@ -304,11 +307,19 @@ async def _ask_many(
     reasoning_effort: ReasoningEffort | None = None,
     conversation_id: str | None = None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     """The fan-out with its files read and its conversation's history loaded (its lock held until saved)."""
     state = app_state(ctx)
     try:
-        async with prepare_context(state, conversation_id=conversation_id, system=system, files=files) as call:
+        async with prepare_context(
+            state,
+            conversation_id=conversation_id,
+            system=system,
+            files=files,
+            timeout_s=timeout_s,
+            client_roots=client_roots,
+        ) as call:
             return await _ask_many_in(
                 ctx,
                 call,
@@ -404,6 +415,7 @@ def register_fanout_tool(server: MCPServer) -> None:
     )
     async def ask_many(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         targets: Targets = None,
         system: System = None,
@@ -423,4 +435,5 @@ def register_fanout_tool(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )
