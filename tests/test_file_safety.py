@@ -75,6 +75,7 @@ def flipping(flip: Callable[[int], None]) -> Iterator[None]:
         while not stop.is_set():
             flip(n)
             n += 1
+            time.sleep(0)  # let the readers run in every state
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -134,18 +135,18 @@ async def test_symlink_swapped_between_check_and_read_sends_nothing_outside(
     """A path flipping between an inside file and a symlink to an outside one: the outside text never goes up."""
     outside_dir = tmp_path / "outside_dir"
     outside_dir.mkdir()
-    (outside_dir / "a.txt").write_text(OUTSIDE)
+    names = [f"{c}.txt" for c in "abcdef"]  # the earlier files of a call wait longest between check and read
+    (root / "d").mkdir()
+    for name in names:
+        (outside_dir / name).write_text(OUTSIDE)
+        (root / "d" / name).write_text(INSIDE)
     if swap == "file":
-        (root / "a.txt").write_text(INSIDE)
-        flip = file_flip(root / "a.txt", INSIDE, lambda spare: spare.symlink_to(tmp_path / "outside.txt"))
+        flip = file_flip(root / "d" / "a.txt", INSIDE, lambda spare: spare.symlink_to(tmp_path / "outside.txt"))
     else:
-        (root / "d").mkdir()
-        (root / "d" / "a.txt").write_text(INSIDE)
         flip = dir_flip(root / "d", outside_dir)
-    name = "a.txt" if swap == "file" else "d/a.txt"
     async with connect(make_settings(file_roots=[str(root)])) as client:
         with flipping(flip):
-            results = await many_calls(client, [name], calls=200)
+            results = await many_calls(client, [f"d/{name}" for name in names], calls=320)
     assert "OUTSIDE-THE-ROOTS" not in sent(standin)
     assert all("OUTSIDE-THE-ROOTS" not in text_of(r) for r in results)
     assert any(not r.is_error for r in results)  # the race was really run: some reads got the inside file
