@@ -24,6 +24,7 @@ from conftest import OPENAI_KEY, SettingsFactory, text_of
 from mcp import Client
 from mcp.types import CallToolResult, ListRootsResult, Root
 
+from mcp_llm_server import client_roots
 from mcp_llm_server._standin import StandIn
 from mcp_llm_server.files import FileLimits, FileRefused, read_files
 from mcp_llm_server.server import build_server
@@ -326,3 +327,21 @@ async def test_configured_roots_win_over_client_roots(
     async with connect(make_settings(file_roots=[str(root)]), list_roots_callback=list_roots_of(other)) as c:
         result = await ask(c, [str(other / "b.txt")])
     assert result.is_error and "outside the allowed roots" in text_of(result)
+
+
+async def test_a_client_that_never_lists_its_roots_gets_a_refusal(
+    make_settings: SettingsFactory, standin: StandIn, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legacy client that declares roots but never answers roots/list: the wait is bounded, then no roots."""
+    monkeypatch.setattr(client_roots, "ROOTS_WAIT_S", 0.5)
+
+    async def never(context: Any) -> ListRootsResult:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    (root / "a.txt").write_text(INSIDE)
+    with anyio.fail_after(30):
+        async with connect(make_settings(), mode="legacy", list_roots_callback=never) as client:
+            result = await ask(client, [str(root / "a.txt")])
+    assert result.is_error and "MCP_LLM_FILE_ROOTS" in text_of(result)
+    assert standin.requests == []
