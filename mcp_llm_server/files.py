@@ -140,7 +140,10 @@ class _Reader:
 
     def open(self, given: str) -> _Opened:
         candidate = os.path.join(self.base, os.path.expanduser(given))
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:  # a symlink replaced while being resolved
+            raise FileRefused(f"`{given}` changed while being resolved; try again once it stays put.") from None
         root = _inside(real, self.real_roots)
         if root is None:
             raise self.outside(given)

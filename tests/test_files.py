@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,9 +16,9 @@ from conftest import SettingsFactory, text_of
 from mcp import Client
 from mcp.types import CallToolResult
 
+from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
-from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 
@@ -175,7 +174,7 @@ async def test_missing_file_and_directory_refused(make_settings: SettingsFactory
 async def test_no_root_without_configuration(
     make_settings: SettingsFactory, standin: StandIn, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without MCP_LLM_FILE_ROOTS (and no client roots) the working directory is no root: the refusal says what to do."""
+    """Without MCP_LLM_FILE_ROOTS (nor client roots) the working directory is no root; the refusal says what to do."""
     monkeypatch.chdir(root)
     message = await refused(make_settings, standin, ["README.md"])
     assert "MCP_LLM_FILE_ROOTS" in message and "# Project" not in message
