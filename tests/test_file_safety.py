@@ -346,3 +346,22 @@ async def test_a_client_that_never_lists_its_roots_gets_a_refusal(
             result = await ask(client, [str(root / "a.txt")])
     assert result.is_error and "MCP_LLM_FILE_ROOTS" in text_of(result)
     assert standin.requests == []
+
+
+async def test_every_files_tool_takes_the_client_roots(
+    make_settings: SettingsFactory, standin: StandIn, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ask_claude, ask_many and extract_json read under the client's roots too."""
+    (root / "a.txt").write_text(INSIDE)
+    monkeypatch.chdir(tmp_path)
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("ask_claude", {"prompt": "x"}),
+        ("ask_many", {"prompt": "x"}),
+        ("extract_json", {"text": "x", "schema": {"type": "object"}}),
+    ]
+    async with connect(make_settings(), list_roots_callback=list_roots_of(root)) as client:
+        for tool, args in calls:
+            standin.clear()
+            result = await client.call_tool(tool, {**args, "files": ["a.txt"]})
+            assert "No directory is open" not in text_of(result), tool
+            assert "inside-text" in sent(standin), tool
