@@ -1,27 +1,58 @@
 """Files as context: read the files a call names, inside the allowed roots, as UTF-8 text labelled with their path.
 
-Everything is checked before any upstream request: the path resolved (`..` and symlinks followed) must lie in an
-allowed root; names that look like secrets are refused (on both the name given and the file it resolves to); so
-are binary files (a NUL byte, or not UTF-8), a file over the per-file cap and a set over the total cap. Reading
-is blocking I/O: it runs in a worker thread.
+There is no implicit root: files are read only under `MCP_LLM_FILE_ROOTS`, or else under the roots the client
+offers (MCP roots); with neither, every file is refused with a message saying how to allow a directory.
+
+Each file is opened once and what was opened is checked, so swapping a path between a check and the read cannot
+change what is sent: the path is resolved, opened with O_NOFOLLOW|O_NONBLOCK (a symlink swapped in fails; a FIFO
+or a device never blocks the open), and the opened descriptor must be a regular file whose real location (the
+kernel's path of the descriptor) lies in a root. Names that look like secrets are refused (the name given and the
+file's real name), and so is content that carries one (`secret_scan`), as are binary files and files over the
+caps. The reads run in a daemon thread, in chunks, and stop at the caller's deadline or when the call is
+cancelled; a thread stuck in the kernel cannot hold the process up at exit.
+
+Refusals for a path outside the roots say only that: whether it exists there is not revealed.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-import anyio.to_thread
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from .providers.base import FileText
+from .secret_scan import secret_in_text, secret_name
 
 __all__ = ["FileLimits", "FileRefused", "read_files"]
 
-# Matched against the lower-cased file name.
-_SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.p12")
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_CHUNK = 64 * 1024
+_ALLOW_HOW = (
+    "The server's operator allows a directory with MCP_LLM_FILE_ROOTS (e.g. MCP_LLM_FILE_ROOTS=/path/to/project; "
+    "several separated by `:`), or the MCP client offers its workspace as roots."
+)
+_SECRET_HOW = "If it is meant to be sent, the server's operator can set MCP_LLM_ALLOW_SECRET_FILES=1."
+
+T = TypeVar("T")
 
 
 class FileRefused(Exception):
@@ -30,69 +61,153 @@ class FileRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FileLimits:
-    roots: tuple[Path, ...]
+    roots: tuple[Path, ...]  # MCP_LLM_FILE_ROOTS; empty: only the roots the client offers
     max_file_bytes: int
     max_total_bytes: int
     allow_secrets: bool = False
+    own_secrets: tuple[str, ...] = field(default=(), repr=False)  # the server's keys: never sent, whatever is allowed
 
 
-def _looks_secret(name: str) -> bool:
-    lower = name.lower()
-    return any(fnmatch.fnmatchcase(lower, pattern) for pattern in _SECRET_PATTERNS)
+@dataclass
+class _Opened:
+    given: str
+    fd: int
+    real: str
+    size: int
 
 
-def _resolve(given: str, limits: FileLimits, roots: Sequence[Path]) -> Path:
-    raw = Path(given).expanduser()
-    candidate = raw if raw.is_absolute() else roots[0] / raw
-    if not limits.allow_secrets and _looks_secret(raw.name):
-        raise FileRefused(
-            f"`{given}` looks like a secret (its name matches {', '.join(_SECRET_PATTERNS)}); it is not sent to a "
-            "model. If it is meant to be, the server's operator can set MCP_LLM_ALLOW_SECRET_FILES=1."
+class _Stopped(Exception):
+    """The caller gave up (deadline or cancellation): the reading thread stops where it is."""
+
+
+def _inside(path: str, roots: Sequence[str]) -> str | None:
+    """The root `path` (a real path) lies in, or None."""
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            return root
+    return None
+
+
+def _fd_location(fd: int) -> str | None:
+    """The kernel's own path for an open descriptor (symlinks resolved, as of now), when the platform tells it."""
+    if sys.platform.startswith("linux"):
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+    if sys.platform == "darwin":
+        import fcntl
+
+        try:
+            raw = fcntl.fcntl(fd, getattr(fcntl, "F_GETPATH", 50), b"\0" * 1024)
+        except OSError:
+            return None
+        return os.fsdecode(raw.rstrip(b"\0"))
+    return None
+
+
+class _Reader:
+    """The blocking half: runs in its own thread; `stop` is set when the caller is gone."""
+
+    def __init__(self, limits: FileLimits, roots: Sequence[Path], stop: threading.Event, deadline: float) -> None:
+        self.limits = limits
+        self.base = roots[0]
+        self.shown_roots = ", ".join(str(root) for root in roots)
+        self.real_roots = [os.path.realpath(root) for root in roots]
+        self.stop = stop
+        self.deadline = deadline  # time.monotonic()
+
+    def check_running(self) -> None:
+        if self.stop.is_set() or time.monotonic() > self.deadline:
+            raise _Stopped
+
+    def outside(self, given: str) -> FileRefused:
+        return FileRefused(
+            f"`{given}` is outside the allowed roots ({self.shown_roots}): only files under them can be sent. "
+            "Name a file inside one of them (relative paths start at the first)."
         )
-    try:
-        resolved = candidate.resolve(strict=True)
-    except FileNotFoundError:
-        raise FileRefused(f"`{given}` does not exist (looked for {candidate}).") from None
-    except (OSError, RuntimeError) as exc:  # a symlink loop, a permission problem
-        raise FileRefused(f"`{given}` cannot be resolved ({type(exc).__name__}: {exc}).") from None
-    if not any(resolved.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(root) for root in roots)
-        raise FileRefused(
-            f"`{given}` resolves to {resolved}, outside the allowed roots ({shown}). Only files under "
-            "MCP_LLM_FILE_ROOTS (default: the server's working directory) can be sent."
-        )
-    if not limits.allow_secrets and _looks_secret(resolved.name):
-        raise FileRefused(
-            f"`{given}` resolves to {resolved.name}, which looks like a secret; it is not sent to a model "
-            "(MCP_LLM_ALLOW_SECRET_FILES=1 allows it)."
-        )
-    if not resolved.is_file():
-        raise FileRefused(f"`{given}` is not a regular file.")
-    return resolved
 
+    def refuse_secret_name(self, given: str, real: str, root: str) -> None:
+        if self.limits.allow_secrets:
+            return
+        for parts in (Path(given).parts[-1:], Path(os.path.relpath(real, root)).parts):
+            matched = secret_name(parts)
+            if matched is not None:
+                raise FileRefused(
+                    f"`{given}` looks like a secret (its name or real location matches `{matched}`); it is not sent "
+                    f"to a model. {_SECRET_HOW}"
+                )
 
-def _read_all(paths: Sequence[str], limits: FileLimits) -> tuple[FileText, ...]:
-    roots = [root.resolve() for root in limits.roots]
-    resolved = [(given, _resolve(given, limits, roots)) for given in paths]
-    total = 0
-    for given, path in resolved:  # sizes first: nothing is read when a cap is exceeded
-        size = path.stat().st_size
-        if size > limits.max_file_bytes:
+    def open(self, given: str) -> _Opened:
+        candidate = os.path.join(self.base, os.path.expanduser(given))
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:  # a symlink replaced while being resolved
+            raise FileRefused(f"`{given}` changed while being resolved; try again once it stays put.") from None
+        root = _inside(real, self.real_roots)
+        if root is None:
+            raise self.outside(given)
+        self.refuse_secret_name(given, real, root)
+        try:
+            before = os.lstat(real)  # not even opened when it is plainly not a regular file
+        except FileNotFoundError:
+            raise FileRefused(f"`{given}` does not exist (looked for {candidate}).") from None
+        except OSError as exc:
+            raise FileRefused(f"`{given}` cannot be read ({type(exc).__name__}).") from None
+        if not stat.S_ISREG(before.st_mode):
+            raise FileRefused(f"`{given}` is not a regular file; only regular text files are sent.")
+        try:
+            fd = os.open(real, _OPEN_FLAGS)
+        except OSError as exc:
             raise FileRefused(
-                f"`{given}` is {size:,} bytes; files of at most {limits.max_file_bytes:,} bytes are sent "
-                "(MCP_LLM_MAX_FILE_BYTES). Send a smaller file or the relevant part in the prompt."
-            )
-        total += size
-    if total > limits.max_total_bytes:
-        raise FileRefused(
-            f"The files come to {total:,} bytes; at most {limits.max_total_bytes:,} bytes of files are sent per "
-            "call (MCP_LLM_MAX_FILES_TOTAL_BYTES). Send fewer files."
-        )
-    loaded = []
-    for given, path in resolved:
-        data = path.read_bytes()
-        if len(data) > limits.max_file_bytes:  # grew since the check
-            raise FileRefused(f"`{given}` grew over {limits.max_file_bytes:,} bytes while being read.")
+                f"`{given}` could not be opened ({type(exc).__name__}); it may have changed while being opened. "
+                "Try again once it is a plain file."
+            ) from None
+        try:
+            return self.check_opened(given, fd, real)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def check_opened(self, given: str, fd: int, real: str) -> _Opened:
+        """What was opened must be a regular file that really lies in a root (whatever the path does now)."""
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise FileRefused(f"`{given}` is not a regular file; only regular text files are sent.")
+        location = _fd_location(fd)
+        if location is None:  # no kernel path: the path, resolved again, must still lead to this very file
+            location = os.path.realpath(real)
+            try:
+                now = os.stat(location)
+            except OSError:
+                raise self.outside(given) from None
+            if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                raise self.outside(given)
+        root = _inside(location, self.real_roots)
+        if root is None:
+            raise self.outside(given)
+        self.refuse_secret_name(given, location, root)
+        return _Opened(given, fd, location, opened.st_size)
+
+    def read(self, opened: _Opened) -> bytes:
+        cap = self.limits.max_file_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            self.check_running()
+            try:
+                chunk = os.read(opened.fd, min(_CHUNK, cap + 1 - size))
+            except BlockingIOError:  # only a special file does that, and those were refused
+                raise FileRefused(f"`{opened.given}` is not a regular file.") from None
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                raise FileRefused(f"`{opened.given}` grew over {cap:,} bytes while being read.")
+
+    def text(self, opened: _Opened, data: bytes) -> FileText:
+        given = opened.given
         if b"\x00" in data:
             raise FileRefused(f"`{given}` is a binary file (it contains NUL bytes); only text files are sent.")
         try:
@@ -101,15 +216,106 @@ def _read_all(paths: Sequence[str], limits: FileLimits) -> tuple[FileText, ...]:
             raise FileRefused(
                 f"`{given}` is not UTF-8 text (byte {exc.start} cannot be decoded); only text files are sent."
             ) from None
-        loaded.append(FileText(path=given, text=text, sha256=hashlib.sha256(data).hexdigest()))
-    return tuple(loaded)
+        own = secret_in_text(text, self.limits.own_secrets)
+        if own is not None and (not self.limits.allow_secrets or own.startswith("one of this server's")):
+            allowed = "" if own.startswith("one of this server's") else f" {_SECRET_HOW}"
+            raise FileRefused(f"`{given}` contains {own}; it is not sent to a model.{allowed}")
+        return FileText(path=given, text=text, sha256=hashlib.sha256(data).hexdigest())
+
+    def check_sizes(self, opened: Sequence[_Opened]) -> None:
+        """Nothing is read when a cap is exceeded."""
+        for file in opened:
+            if file.size > self.limits.max_file_bytes:
+                raise FileRefused(
+                    f"`{file.given}` is {file.size:,} bytes; files of at most {self.limits.max_file_bytes:,} bytes "
+                    "are sent (MCP_LLM_MAX_FILE_BYTES). Send a smaller file or the relevant part in the prompt."
+                )
+        total = sum(file.size for file in opened)
+        if total > self.limits.max_total_bytes:
+            raise FileRefused(
+                f"The files come to {total:,} bytes; at most {self.limits.max_total_bytes:,} bytes of files are "
+                "sent per call (MCP_LLM_MAX_FILES_TOTAL_BYTES). Send fewer files."
+            )
+
+    def read_all(self, paths: Sequence[str]) -> tuple[FileText, ...]:
+        opened: list[_Opened] = []
+        try:
+            for given in paths:
+                self.check_running()
+                opened.append(self.open(given))
+            self.check_sizes(opened)
+            return tuple(self.text(file, self.read(file)) for file in opened)
+        finally:
+            for file in opened:
+                os.close(file.fd)
 
 
-async def read_files(paths: Sequence[str] | None, limits: FileLimits) -> tuple[FileText, ...]:
-    """The files' text, in the order given; raises `FileRefused` (before anything is sent anywhere)."""
-    if not paths:
-        return ()
+async def _in_daemon_thread(work: Callable[[], T], stop: threading.Event) -> T:
+    """`work()` in a daemon thread; on cancellation `stop` is set and the thread is left to wind down alone."""
+    done = anyio.Event()
+    token = anyio.lowlevel.current_token()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the waiting task
+            failure.append(exc)
+        finally:
+            if not stop.is_set():
+                with contextlib.suppress(RuntimeError):  # the event loop is gone
+                    anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=run, name="mcp-llm-server file reader", daemon=True).start()
+    try:
+        await done.wait()
+    finally:
+        stop.set()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _check_arguments(paths: Sequence[str]) -> None:
+    for index, given in enumerate(paths):
+        if "\x00" in given:
+            raise FileRefused(
+                f"`files[{index}]` contains a NUL byte, which no file path can hold; give the path as plain text."
+            )
     duplicates = sorted({p for p in paths if list(paths).count(p) > 1})
     if duplicates:
         raise FileRefused(f"Each file is sent once: {', '.join(f'`{p}`' for p in duplicates)} given more than once.")
-    return await anyio.to_thread.run_sync(_read_all, list(paths), limits)
+
+
+async def read_files(
+    paths: Sequence[str] | None,
+    limits: FileLimits,
+    *,
+    deadline: float,
+    client_roots: Sequence[Path] = (),
+) -> tuple[FileText, ...]:
+    """The files' text, in the order given; raises `FileRefused` (before anything is sent anywhere).
+
+    `deadline` is on anyio's clock (`anyio.current_time()`): reading stops there with a refusal. The roots are
+    `limits.roots` (the operator's), or else `client_roots` (those the MCP client offered, see `client_roots.py`);
+    relative paths start at the first root. Cancelling the caller stops the read at once.
+    """
+    if not paths:
+        return ()
+    _check_arguments(paths)
+    roots = limits.roots or tuple(client_roots)
+    if not roots:
+        raise FileRefused(f"No directory is open to `files` on this server, so no file can be sent. {_ALLOW_HOW}")
+    remaining = deadline - anyio.current_time()
+    stop = threading.Event()
+    reader = _Reader(limits, roots, stop, time.monotonic() + remaining)
+    with anyio.move_on_after(remaining):
+        try:
+            return await _in_daemon_thread(lambda: reader.read_all(list(paths)), stop)
+        except _Stopped:  # the thread saw the deadline first
+            pass
+    raise FileRefused(
+        f"Reading the files did not finish within the call's time limit ({max(remaining, 0):.1f} s left); "
+        "send fewer or smaller files, or call again with a larger timeout_s."
+    )

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     anthropic_budget_monthly_usd: float | None = Field(default=None, ge=0)
 
     # Files as context.
-    file_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: the working directory
+    file_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: only the client's MCP roots
     allow_secret_files: bool = False
     max_file_bytes: int = Field(default=512 * 1024, ge=1, le=100_000_000)
     max_files_total_bytes: int = Field(default=1024 * 1024, ge=1, le=1_000_000_000)

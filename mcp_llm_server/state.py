@@ -163,12 +163,13 @@ def _conversation_store(settings: Settings) -> ConversationStore:
 
 
 def _file_limits(settings: Settings) -> FileLimits:
-    roots = settings.file_roots or [str(Path.cwd())]
+    """No implicit root (not the working directory): without MCP_LLM_FILE_ROOTS only the client's roots are open."""
     return FileLimits(
-        roots=tuple(Path(root).expanduser() for root in roots),
+        roots=tuple(Path(root).expanduser().absolute() for root in settings.file_roots),
         max_file_bytes=settings.max_file_bytes,
         max_total_bytes=settings.max_files_total_bytes,
         allow_secrets=settings.allow_secret_files,
+        own_secrets=tuple(settings.secrets()),
     )
 
 

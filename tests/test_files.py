@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -172,16 +171,13 @@ async def test_missing_file_and_directory_refused(make_settings: SettingsFactory
     assert "not a regular file" in await refused(make_settings, standin, ["src"], file_roots=[str(root)])
 
 
-async def test_default_root_is_the_working_directory(
+async def test_no_root_without_configuration(
     make_settings: SettingsFactory, standin: StandIn, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without MCP_LLM_FILE_ROOTS, relative paths start at the server's working directory, and only it is allowed."""
+    """Without MCP_LLM_FILE_ROOTS (nor client roots) the working directory is no root; the refusal says what to do."""
     monkeypatch.chdir(root)
-    async with connect(make_settings()) as client:
-        ok(await client.call_tool("ask_claude", {"prompt": "Review", "files": ["README.md"]}))
-    assert "# Project" in json.dumps(standin.requests[0].body)
-    standin.clear()
-    assert "outside" in await refused(make_settings, standin, [os.fspath(root.parent / "outside.txt")])
+    message = await refused(make_settings, standin, ["README.md"])
+    assert "MCP_LLM_FILE_ROOTS" in message and "# Project" not in message
 
 
 async def test_every_tool_refuses_before_asking(make_settings: SettingsFactory, standin: StandIn, root: Path) -> None:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -192,6 +193,7 @@ async def model_call(
     conversation_id: str | None = None,
     system: str | None = None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
     saves_turns: bool = True,
 ) -> AsyncIterator[ModelCall]:
     """Start the call's deadline, read its files and history (holding its conversation's lock) and yield it.
@@ -202,7 +204,7 @@ async def model_call(
     deadline = Deadline.start(limits.timeout_s)
     try:
         async with prepare_context(
-            state, deadline, conversation_id=conversation_id, system=system, files=files
+            state, deadline, conversation_id=conversation_id, system=system, files=files, client_roots=client_roots
         ) as context:
             yield ModelCall(
                 state, tool, deadline, limits, context, caller_of(ctx), progress_sender(ctx), saves_turns=saves_turns

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..files import FileRefused, read_files
 from ..providers.base import Completion, FileText, Turn
@@ -103,12 +104,13 @@ async def prepare_context(
     conversation_id: str | None,
     system: str | None,
     files: list[str] | None,
+    client_roots: Sequence[Path] = (),
 ) -> AsyncIterator[CallContext]:
     """Raises `ContextRefused` before anything is sent upstream, `DeadlineExceeded` when reading the files or
     waiting for the conversation's lock outlasts the call's deadline."""
     with deadline.bound("reading the files"):
         try:
-            loaded = await read_files(files, state.file_limits)
+            loaded = await read_files(files, state.file_limits, deadline=deadline.ends_at, client_roots=client_roots)
         except FileRefused as exc:
             raise ContextRefused(str(exc)) from None
     if conversation_id is None:

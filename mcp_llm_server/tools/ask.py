@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 
+from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
 from ..providers.base import ProviderId, ReasoningEffort
@@ -45,6 +48,7 @@ async def ask(
     reasoning_effort: ReasoningEffort | None = None,
     conversation_id: str | None = None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     state = app_state(ctx)
     try:
@@ -55,6 +59,7 @@ async def ask(
             conversation_id=conversation_id,
             system=system,
             files=files,
+            client_roots=client_roots,
         ) as call:
             slot, _ = call.provider(provider_id)
             request = call.request(
@@ -124,6 +129,7 @@ def register_ask_tools(server: MCPServer) -> None:
     )
     async def ask_openai(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         system: System = None,
         model: Model = None,
@@ -146,6 +152,7 @@ def register_ask_tools(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )
 
     @server.tool(
@@ -158,6 +165,7 @@ def register_ask_tools(server: MCPServer) -> None:
     )
     async def ask_claude(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         system: System = None,
         model: Model = None,
@@ -180,4 +188,5 @@ def register_ask_tools(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )

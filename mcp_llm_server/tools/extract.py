@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server import MCPServer
@@ -20,6 +22,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ..aliases import resolve_alias
+from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
 from ..pricing import nanos_to_usd
@@ -260,6 +263,7 @@ async def extract_json(
     max_attempts: int,
     timeout_s: float | None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     from ..jsonschema_tools import SchemaProblem, check_schema
 
@@ -276,7 +280,9 @@ async def extract_json(
     alias = resolve_alias(settings.model_aliases, model) if model else None
     provider_id: ProviderId = provider or (alias.provider if alias else settings.extract_provider)
     try:
-        async with model_call(ctx, tool="extract_json", timeout_s=timeout_s, files=files, saves_turns=False) as call:
+        async with model_call(
+            ctx, tool="extract_json", timeout_s=timeout_s, files=files, client_roots=client_roots, saves_turns=False
+        ) as call:
             call.provider(provider_id)
             run = _Run(checked=checked, max_attempts=max_attempts, model=call.model(provider_id, model))
             schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
@@ -356,6 +362,7 @@ def register_extract_tool(server: MCPServer) -> None:
     )
     async def extract_json_tool(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         text: Text,
         schema: Schema,
         instructions: Instructions = None,
@@ -375,4 +382,5 @@ def register_extract_tool(server: MCPServer) -> None:
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             files=files,
+            client_roots=root_paths(client_roots),
         )

@@ -8,7 +8,9 @@ failure stays in its own entry; the call is an error only when every target fail
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import anyio
@@ -18,6 +20,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from ..aliases import PROVIDER_NAMES, AliasMismatch, model_for, resolve_alias
+from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
 from ..pricing import NANOS_PER_USD, nanos_to_usd
@@ -249,12 +252,19 @@ async def _ask_many(
     reasoning_effort: ReasoningEffort | None = None,
     conversation_id: str | None = None,
     files: list[str] | None = None,
+    client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
     state = app_state(ctx)
     try:
         parsed = parse_targets(targets, state)
         async with model_call(
-            ctx, tool="ask_many", timeout_s=timeout_s, conversation_id=conversation_id, system=system, files=files
+            ctx,
+            tool="ask_many",
+            timeout_s=timeout_s,
+            conversation_id=conversation_id,
+            system=system,
+            files=files,
+            client_roots=client_roots,
         ) as call:
             call.check_prompt_size(len(prompt) + len(call.context.system or ""))
             request = call.request(prompt, "", max_tokens=max_tokens, reasoning_effort=reasoning_effort)
@@ -305,6 +315,7 @@ def register_fanout_tool(server: MCPServer) -> None:
     )
     async def ask_many(
         ctx: Context[AppState],
+        client_roots: ClientRoots,
         prompt: Prompt,
         targets: Targets = None,
         system: System = None,
@@ -324,4 +335,5 @@ def register_fanout_tool(server: MCPServer) -> None:
             reasoning_effort=reasoning_effort,
             conversation_id=conversation_id,
             files=files,
+            client_roots=root_paths(client_roots),
         )

@@ -85,7 +85,7 @@ Files = Annotated[
         max_length=50,
         description="Paths of text files the server reads and sends with the prompt, each labelled with its path "
         "(saves pasting them). Relative paths start at the server's first allowed root (MCP_LLM_FILE_ROOTS, "
-        "default its working directory); files outside the roots, secret-looking names (.env, *.pem, *.key...), "
+        "else the client's MCP roots); files outside the roots, secrets (by name or content), special and "
         "binary files and files over the size caps are refused before any model call.",
     ),
 ]
