@@ -266,7 +266,7 @@ async def extract_json(
     timeout_s: float | None,
     files: list[str] | None = None,
 ) -> CallToolResult:
-    from ..jsonschema_tools import SchemaProblem, check_schema
+    from ..jsonschema_tools import SchemaProblem, ValidationTimeout, check_schema, extract_within
 
     state = app_state(ctx)
     settings = state.settings
@@ -320,7 +320,11 @@ async def extract_json(
         except UpstreamFailure as failure:
             return _upstream_error(state, run, failure, provider_id, run.model)
         run.add(metered)
-        last = checked.extract(metered.outcome.completion.text)
+        try:
+            last = await extract_within(checked, metered.outcome.completion.text, deadline=deadline)
+        except ValidationTimeout as exc:
+            structured = {"error": {"kind": "validation_timeout", "message": str(exc), **run.summary(provider_id)}}
+            return error_result(state, str(exc), structured)
         if last.ok:
             return _success(run, provider_id, last.value)
         logger.info("extract_json attempt %d: %s", run.attempts, _describe_problem(last))
