@@ -14,14 +14,19 @@ Validation cost is bounded, so a caller's schema cannot stall the server:
   `BACKTRACK_LIMIT` steps per match;
 - the full error list (whose `anyOf` contexts cost ~10 µs per error object, under the GIL) is only collected
   when the answer's size times the schema's in-place fan-out stays within `_ERROR_BUDGET`; otherwise the
-  first error is reported alone.
+  first error is reported alone;
+- `extract_within` validates in a worker thread when the answer's size times the schema's expansion is small
+  (`_THREAD_BUDGET`: the Rust validator holds the GIL, briefly), otherwise in a child process; either way
+  the event loop keeps serving other calls, and the work stops at the call's deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +49,7 @@ __all__ = [
     "SchemaProblem",
     "ValidationTimeout",
     "check_schema",
+    "check_schema_async",
     "closed_objects",
     "extract_within",
     "json_candidates",
@@ -63,6 +69,10 @@ EXPANSION_LIMIT = 10_000
 BACKTRACK_LIMIT = 100_000
 """Most backtracking steps one match of a lookaround/back-reference `pattern` may take (~0.1 ms)."""
 _ERROR_BUDGET = 20_000  # answer nodes x in-place fan-out up to which every error is collected (~0.2 s worst)
+# Answer nodes x schema expansion up to which an answer is validated in a thread of this process. A Rust call
+# holds the GIL throughout, at worst a few µs per unit (a lookaround pattern hitting its backtracking limit);
+# past this, validation runs in a child process, killed at the deadline.
+_THREAD_BUDGET = 50_000
 
 
 class SchemaProblem(ValueError):
@@ -431,6 +441,7 @@ class CheckedSchema:
     validator: jsonschema_rs.Validator
     pointers: dict[int, str]
     resolver: referencing._core.Resolver[Any]
+    expansion: int
     fan_out: int
     provider_schema: dict[str, Any]
     strict_schema: dict[str, Any] | None
@@ -462,14 +473,18 @@ class CheckedSchema:
         errors.sort(key=lambda e: list(map(str, e.instance_path)))
         return [_issue(error) for error in errors[:_MAX_ISSUES]]
 
-    def extract(self, text: str, *, deadline: float = float("inf")) -> Extraction:
+    def extract(self, text: str, *, deadline: float = float("inf"), max_units: float = float("inf")) -> Extraction:
         """The first valid value in `text`; otherwise the errors of the most likely one (or a parse error).
 
         `deadline` is a `time.monotonic()` time: past it, `ValidationTimeout` is raised between steps.
+        `_TooCostly` is raised before validating when the answer's JSON nodes times the schema's expansion
+        exceed `max_units`.
         """
         candidates, parse_error = json_candidates(text)
         if not candidates:
             return Extraction(ok=False, parse_error=parse_error or "no JSON value found")
+        if sum(map(_json_nodes, candidates)) * self.expansion > max_units:
+            raise _TooCostly
         root = self.validator
         failing: list[Any] = []
         for candidate in candidates:
@@ -534,19 +549,58 @@ class CheckedSchema:
         return value
 
 
-async def extract_within(checked: CheckedSchema, text: str, *, deadline: float) -> Extraction:
-    """`checked.extract(text)` in a worker thread, so the event loop keeps serving other calls meanwhile.
+class _TooCostly(Exception):
+    pass
 
-    `deadline` is an `anyio.current_time()` time. Raises `ValidationTimeout` when it passes first: the caller
-    gets control back at the deadline, and the worker stops at its next step (each step is bounded).
+
+async def extract_within(checked: CheckedSchema, text: str, *, deadline: float) -> Extraction:
+    """`checked.extract(text)` off the event loop, so it keeps serving other calls meanwhile.
+
+    In a worker thread when the answer is cheap to validate, else in a child process. `deadline` is an
+    `anyio.current_time()` time; raises `ValidationTimeout` when it passes first: the caller gets control
+    back at the deadline, the child process is killed, a worker thread stops at its next (bounded) step.
     """
     remaining = deadline - anyio.current_time()
     if remaining <= 0:
         raise ValidationTimeout
-    work = partial(checked.extract, text, deadline=time.monotonic() + remaining)
+    work = partial(checked.extract, text, deadline=time.monotonic() + remaining, max_units=_THREAD_BUDGET)
     with anyio.move_on_after(remaining):
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        try:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except _TooCostly:
+            return await _extract_in_child(checked.schema, text, seconds=deadline - anyio.current_time())
     raise ValidationTimeout
+
+
+async def _extract_in_child(schema: dict[str, Any], text: str, *, seconds: float) -> Extraction:
+    job = json.dumps({"schema": schema, "text": text, "seconds": seconds}, ensure_ascii=False).encode()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    done = await anyio.run_process([sys.executable, "-m", __name__], input=job, check=False, env=env)
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        reply = None
+    if done.returncode != 0 or not isinstance(reply, dict):
+        detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise RuntimeError(f"the validation process failed: {detail[0]}")
+    if reply.get("timeout"):
+        raise ValidationTimeout
+    issues = [Issue(item["path"], item["message"]) for item in reply["issues"]]
+    return Extraction(ok=reply["ok"], value=reply["value"], issues=issues, parse_error=reply["parse_error"])
+
+
+def _child_main() -> None:
+    """`python -m mcp_llm_server.jsonschema_tools`: one extraction, the job on stdin, the result on stdout."""
+    job = json.load(sys.stdin.buffer)
+    checked = check_schema(job["schema"], max_bytes=sys.maxsize, max_depth=sys.maxsize)
+    try:
+        result = checked.extract(job["text"], deadline=time.monotonic() + job["seconds"])
+    except ValidationTimeout:
+        sys.stdout.write(json.dumps({"timeout": True}))
+        return
+    issues = [issue.as_dict() for issue in result.issues]
+    reply = {"ok": result.ok, "value": result.value, "issues": issues, "parse_error": result.parse_error}
+    sys.stdout.write(json.dumps(reply, ensure_ascii=False))
 
 
 def _check_time(deadline: float) -> None:
@@ -759,8 +813,10 @@ def _expansions(edges: _Edges, start: int, in_place_only: bool, memo: dict[int, 
     return memo[start]
 
 
-def _check_cost(schema: dict[str, Any], resolver: referencing._core.Resolver[Any], pointers: dict[int, str]) -> int:
-    """Refuse schemas whose validation could loop or explode; their in-place fan-out otherwise."""
+def _check_cost(
+    schema: dict[str, Any], resolver: referencing._core.Resolver[Any], pointers: dict[int, str]
+) -> tuple[int, int]:
+    """Refuse schemas whose validation could loop or explode; their expansion and in-place fan-out otherwise."""
     edges = _edges(schema, resolver)
     loop = _in_place_loop(edges)
     if loop is not None:
@@ -772,9 +828,10 @@ def _check_cost(schema: dict[str, Any], resolver: referencing._core.Resolver[Any
         )
     memo: dict[int, int] = {}
     cap = EXPANSION_LIMIT + 1
-    if _expansions(edges, id(schema), False, memo, cap) > EXPANSION_LIMIT:
-        too_big = [node_id for node_id in edges if _expansions(edges, node_id, False, memo, cap) == cap]
-        innermost = max(too_big, key=lambda node_id: pointers.get(node_id, "#").count("/"))
+    expansion = _expansions(edges, id(schema), False, memo, cap)
+    if expansion > EXPANSION_LIMIT:
+        too_big = {node_id for node_id in edges if _expansions(edges, node_id, False, memo, cap) == cap}
+        innermost = next(n for n in too_big if not any(id(child) in too_big for child, _ in edges[n]))
         raise SchemaProblem(
             f"The schema expands to more than {EXPANSION_LIMIT:,} subschemas once its `$ref`s are written out "
             f"(from {pointers.get(innermost, '#')} on: nested anyOf/oneOf/allOf branches multiply the references "
@@ -782,7 +839,7 @@ def _check_cost(schema: dict[str, Any], resolver: referencing._core.Resolver[Any
             "definition from fewer places, or flatten the nesting."
         )
     in_place: dict[int, int] = {}
-    return max(_expansions(edges, node_id, True, in_place, EXPANSION_LIMIT + 1) for node_id in edges)
+    return expansion, max(_expansions(edges, node_id, True, in_place, cap) for node_id in edges)
 
 
 # --- checking -----------------------------------------------------------------------------------------------
@@ -820,18 +877,24 @@ def check_schema(raw: object, *, max_bytes: int, max_depth: int) -> CheckedSchem
     resolver = registry.resolver(base_uri=_ROOT_URI)
     _check_references(schema, resolver)
     pointers = _pointers(schema)
-    fan_out = _check_cost(schema, resolver, pointers)
+    expansion, fan_out = _check_cost(schema, resolver, pointers)
     provider_schema = wrap_schema(schema)
     return CheckedSchema(
         schema=schema,
         validator=_compile(schema),
         pointers=pointers,
         resolver=resolver,
+        expansion=expansion,
         fan_out=fan_out,
         provider_schema=provider_schema,
         strict_schema=strictify(provider_schema),
         closed=closed_objects(provider_schema),
     )
+
+
+async def check_schema_async(raw: object, *, max_bytes: int, max_depth: int) -> CheckedSchema:
+    """`check_schema` in a worker thread: at the largest sizes a server may allow it takes seconds."""
+    return await anyio.to_thread.run_sync(partial(check_schema, raw, max_bytes=max_bytes, max_depth=max_depth))
 
 
 def _check_references(schema: dict[str, Any], resolver: referencing._core.Resolver[Any]) -> None:
@@ -891,3 +954,7 @@ def _specification(dialect: object) -> referencing.Specification[Any]:
 
 def _short(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+if __name__ == "__main__":
+    _child_main()

@@ -266,12 +266,12 @@ async def extract_json(
     timeout_s: float | None,
     files: list[str] | None = None,
 ) -> CallToolResult:
-    from ..jsonschema_tools import SchemaProblem, ValidationTimeout, check_schema, extract_within
+    from ..jsonschema_tools import SchemaProblem, ValidationTimeout, check_schema_async, extract_within
 
     state = app_state(ctx)
     settings = state.settings
     try:
-        checked = check_schema(
+        checked = await check_schema_async(
             schema,
             max_bytes=settings.extract_max_schema_bytes,
             max_depth=settings.extract_max_schema_depth,
