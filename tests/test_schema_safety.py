@@ -179,7 +179,8 @@ async def test_other_calls_are_served_while_a_costly_validation_runs(standin: St
     answered at once, and the call then ends at its deadline with a clear `validation_timeout` error."""
     patterns = [{"type": "string", "pattern": f"^(a|a)*(?!x{i})$"} for i in range(500)]
     schema = {"type": "object", "properties": {"codes": {"type": "array", "items": {"anyOf": patterns}}}}
-    standin.default_reply = Reply(text=json.dumps({"codes": ["a" * 21 + "!"] * 8000}))
+    answer = json.dumps({"codes": ["a" * 21 + "!"] * 8000})  # ~20 s of lookaround backtracking at 100,000 steps
+    standin.default_reply = Reply(text=answer, chunks=[answer])  # one delta: the upstream part takes no time
     async with Client(stdio_params(server_env(standin))) as client:
         await client.list_tools()
         result: list[CallToolResult] = []
