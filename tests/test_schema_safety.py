@@ -5,6 +5,7 @@ the real SDKs, the stand-in upstream (which records every request)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server._standin import Reply, StandIn
+from mcp_llm_server.jsonschema_tools import ValidationTimeout, check_schema, extract_within
 from mcp_llm_server.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -152,8 +154,10 @@ async def test_recursion_through_properties_is_accepted(client: Client, standin:
 
 async def test_catastrophic_pattern_is_checked_promptly(make_settings: SettingsFactory, standin: StandIn) -> None:
     """`^(a+)+$` against a 29-character value: an ordinary validation error, and other requests keep being served."""
+    standin.script(Reply(text='{"code": "aaa"}'))  # a first call opens the database, which is not measured here
     standin.default_reply = Reply(text=ANSWER_29)
     async with connect(make_settings) as client:
+        assert not (await client.call_tool("extract_json", {"text": "x", "schema": CATASTROPHIC})).is_error
         arguments = {"text": "x", "schema": CATASTROPHIC, "max_attempts": 1}
         result, longest = await extract_while_pinging(client, arguments)
     error = error_of(result)
@@ -172,6 +176,38 @@ async def test_enum_errors_list_every_option(client: Client, standin: StandIn) -
     assert '- $.tier: "gold" is not one of ["free", "pro", "team", "enterprise", null]' in json.loads(
         json.dumps(repair)
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [("s", None), (42, "schema_violation")],
+)
+async def test_costly_answers_are_validated_in_a_child_process(
+    client: Client, standin: StandIn, value: Any, kind: str | None
+) -> None:
+    """An answer whose size times the schema's expansion is large is validated in a child process, with the same
+    outcome: a valid value, or the validator's errors with their paths."""
+    schema = explosive(11)  # 6,000 subschemas written out: accepted
+    answer = {"v": value, "padding": list(range(20))}
+    standin.default_reply = Reply(text=json.dumps(answer))
+    result = await client.call_tool("extract_json", {"text": "x", "schema": schema, "max_attempts": 1})
+    if kind is None:
+        assert result.structured_content == answer
+    else:
+        error = error_of(result)
+        assert error["kind"] == kind
+        assert error["errors"] == [
+            {"path": "$.v", "message": "42 is not valid under any of the schemas listed in the 'anyOf' keyword"}
+        ]
+
+
+async def test_extraction_stops_at_its_deadline() -> None:
+    """Past its deadline an extraction stops at its next step, and `extract_within` does not start one."""
+    checked = check_schema(CATASTROPHIC, max_bytes=65_536, max_depth=32)
+    with pytest.raises(ValidationTimeout, match="ran out of the call's time limit"):
+        checked.extract(ANSWER_29, deadline=time.monotonic() - 1)
+    with pytest.raises(ValidationTimeout):
+        await extract_within(checked, ANSWER_29, deadline=anyio.current_time())
 
 
 async def test_other_calls_are_served_while_a_costly_validation_runs(standin: StandIn) -> None:
