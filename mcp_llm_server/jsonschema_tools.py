@@ -1,9 +1,9 @@
 """JSON Schema helpers for `extract_json`: check a caller's schema, shape it for each provider, find JSON in text.
 
-Everything here is pure (no I/O, no SDK): the caller's schema is checked once (`check_schema`), which yields a
-`CheckedSchema` that knows the forms providers get (`provider_schema`, `strict_schema`) and validates answers
-against the caller's *original* schema (`CheckedSchema.extract`; `extract_within` runs it off the event loop,
-within the call's deadline).
+Everything here but `extract_within` is pure (no I/O, no SDK): the caller's schema is checked once
+(`check_schema`), which yields a `CheckedSchema` that knows the forms providers get (`provider_schema`,
+`strict_schema`) and validates answers against the caller's *original* schema (`CheckedSchema.extract`;
+`extract_within` runs it off the event loop, within the call's deadline).
 
 Validation cost is bounded, so a caller's schema cannot stall the server:
 - `check_schema` refuses `$ref` loops that never descend into the value (`{"$ref": "#"}`) and schemas that
@@ -67,7 +67,7 @@ _MAX_MESSAGE_CHARS = 300
 EXPANSION_LIMIT = 10_000
 """Most subschemas a schema may expand to with every `$ref` written out (a recursive one counted once)."""
 BACKTRACK_LIMIT = 100_000
-"""Most backtracking steps one match of a lookaround/back-reference `pattern` may take (~0.1 ms)."""
+"""Most backtracking steps one match of a lookaround/back-reference `pattern` may take (a few µs each)."""
 _ERROR_BUDGET = 20_000  # answer nodes x in-place fan-out up to which every error is collected (~0.2 s worst)
 # Answer nodes x schema expansion up to which an answer is validated in a thread of this process. A Rust call
 # holds the GIL throughout, at worst a few µs per unit (a lookaround pattern hitting its backtracking limit);
@@ -637,7 +637,7 @@ def _json_nodes(value: Any) -> int:
 _JSON_PATH_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 
 
-def json_path(location: Iterable[str | int]) -> str:
+def _json_path(location: Iterable[str | int]) -> str:
     """A JSON path such as `$.items[0].name` (`$['a b']` for names that are not identifiers)."""
     path = "$"
     for part in location:
@@ -652,7 +652,7 @@ def json_path(location: Iterable[str | int]) -> str:
 
 
 def _issue(error: jsonschema_rs.ValidationError) -> Issue:
-    return Issue(json_path(error.instance_path), _short(_message(error)))
+    return Issue(_json_path(error.instance_path), _short(_message(error)))
 
 
 def _message(error: jsonschema_rs.ValidationError) -> str:
@@ -933,7 +933,7 @@ def _compile(schema: dict[str, Any]) -> jsonschema_rs.Validator:
 
 def _invalid(error: jsonschema_rs.ValidationError) -> SchemaProblem:
     return SchemaProblem(
-        f"The schema is not a valid JSON Schema: at {json_path(error.instance_path)}: {_short(error.message)}"
+        f"The schema is not a valid JSON Schema: at {_json_path(error.instance_path)}: {_short(error.message)}"
     )
 
 
