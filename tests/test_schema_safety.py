@@ -20,7 +20,6 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server._standin import Reply, StandIn
-from mcp_llm_server.jsonschema_tools import ValidationTimeout, check_schema, extract_within
 from mcp_llm_server.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -203,6 +202,8 @@ async def test_costly_answers_are_validated_in_a_child_process(
 
 async def test_extraction_stops_at_its_deadline() -> None:
     """Past its deadline an extraction stops at its next step, and `extract_within` does not start one."""
+    from mcp_llm_server.jsonschema_tools import ValidationTimeout, check_schema, extract_within
+
     checked = check_schema(CATASTROPHIC, max_bytes=65_536, max_depth=32)
     with pytest.raises(ValidationTimeout, match="ran out of the call's time limit"):
         checked.extract(ANSWER_29, deadline=time.monotonic() - 1)
