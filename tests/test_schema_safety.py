@@ -218,22 +218,27 @@ async def test_other_calls_are_served_while_a_costly_validation_runs(standin: St
     schema = {"type": "object", "properties": {"codes": {"type": "array", "items": {"anyOf": patterns}}}}
     answer = json.dumps({"codes": ["a" * 21 + "!"] * 8000})  # ~20 s of lookaround backtracking at 100,000 steps
     standin.default_reply = Reply(text=answer, chunks=[answer])  # one delta: the upstream part takes no time
-    async with Client(stdio_params(server_env(standin))) as client:
+    result: list[CallToolResult] = []
+    finished = anyio.Event()
+
+    async def call(client: Client) -> None:
+        arguments = {"text": "x", "schema": schema, "max_attempts": 1, "timeout_s": 10}
+        result.append(await client.call_tool("extract_json", arguments))
+        finished.set()
+
+    # The session closes (and stops the server) before the task group ends, so a blocked server fails the test
+    # at the `fail_after` below instead of hanging it.
+    async with anyio.create_task_group() as tg, Client(stdio_params(server_env(standin))) as client:
         await client.list_tools()
-        result: list[CallToolResult] = []
-
-        async def call() -> None:
-            arguments = {"text": "x", "schema": schema, "max_attempts": 1, "timeout_s": 10}
-            result.append(await client.call_tool("extract_json", arguments))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
-            # Once the answer has been sent, validation starts.
-            await wait_until(lambda: bool(standin.requests) and standin.requests[0].outcome is not None, within=30)
-            await anyio.sleep(0.5)
-            with anyio.fail_after(20):
-                await client.list_tools()
-            assert not result, "the extraction should still be validating"
+        tg.start_soon(call, client)
+        # Once the answer has been sent, validation starts.
+        await wait_until(lambda: bool(standin.requests) and standin.requests[0].outcome is not None, within=30)
+        await anyio.sleep(0.5)
+        with anyio.fail_after(20):
+            await client.list_tools()
+        assert not result, "the extraction should still be validating"
+        with anyio.fail_after(60):
+            await finished.wait()
     error = error_of(result[0])
     assert error["kind"] == "validation_timeout"
     assert "ran out of the call's time limit" in error["message"] and "timeout_s" in error["message"]
