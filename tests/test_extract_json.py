@@ -163,8 +163,8 @@ async def test_nested_schema_with_required_enum_pattern_minimum(client: Client, 
     repair = prompt_of(standin.requests[1])
     for path in ("$.customer.email", "$.customer.tier", "$.items[0].qty", "$.items[1]"):
         assert f"- {path}: " in repair
-    assert "'gold' is not one of ['free', 'pro', 'enterprise']" in repair
-    assert "'sku' is a required property" in repair
+    assert '"gold" is not one of ["free", "pro", "enterprise"]' in repair
+    assert '"sku" is a required property' in repair
 
 
 @pytest.mark.parametrize(
@@ -332,7 +332,7 @@ async def test_openai_non_strict_when_schema_cannot_be_strict(client: Client, st
     assert result.structured_content == {"code": "abc"}
     fmt = standin.requests[0].body["text"]["format"]
     assert fmt == {"type": "json_schema", "name": "extracted_data", "schema": schema, "strict": False}
-    assert "- $.code: 'ab' is too short" in prompt_of(standin.requests[1])
+    assert '- $.code: "ab" is shorter than 3 characters' in prompt_of(standin.requests[1])
 
 
 async def test_openai_chat_sends_response_format(make_settings: SettingsFactory, standin: StandIn) -> None:
@@ -370,7 +370,7 @@ async def test_anthropic_repair(client: Client, standin: StandIn) -> None:
     result = await extract(client, PERSON, provider="anthropic")
     assert result.structured_content == {"name": "Ann", "age": 3}
     assert summary(result)["attempts"] == 2
-    assert "- $: 'name' is a required property" in prompt_of(standin.requests[1])
+    assert '- $: "name" is a required property' in prompt_of(standin.requests[1])
 
 
 async def test_anthropic_map_schema_uses_prompt_only(client: Client, standin: StandIn) -> None:

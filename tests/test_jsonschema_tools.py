@@ -204,7 +204,7 @@ def test_extract_reports_paths() -> None:
     result = checked(schema).extract('{"people": [{"name": "A"}, {"name": 3, "age": -1}]}')
     assert not result.ok
     assert {(i.path, i.message) for i in result.issues} == {
-        ("$.people[1].name", "3 is not of type 'string'"),
+        ("$.people[1].name", '3 is not of type "string"'),
         ("$.people[1].age", "-1 is less than the minimum of 0"),
     }
 

@@ -265,24 +265,28 @@ async def extract_json(
     files: list[str] | None = None,
     client_roots: Sequence[Path] = (),
 ) -> CallToolResult:
-    from ..jsonschema_tools import SchemaProblem, check_schema
+    from ..jsonschema_tools import SchemaProblem, check_schema_async
 
     state = app_state(ctx)
     settings = state.settings
-    try:
-        checked = check_schema(
-            schema,
-            max_bytes=settings.extract_max_schema_bytes,
-            max_depth=settings.extract_max_schema_depth,
-        )
-    except SchemaProblem as exc:
-        return error_result(state, str(exc), {"error": {"kind": "invalid_schema", "message": str(exc)}})
     alias = resolve_alias(settings.model_aliases, model) if model else None
     provider_id: ProviderId = provider or (alias.provider if alias else settings.extract_provider)
     try:
         async with model_call(
-            ctx, tool="extract_json", timeout_s=timeout_s, files=files, client_roots=client_roots, saves_turns=False
+            ctx,
+            tool="extract_json",
+            timeout_s=timeout_s,
+            files=files,
+            client_roots=client_roots,
+            saves_turns=False,
         ) as call:
+            with call.deadline.bound("checking the schema"):
+                try:
+                    checked = await check_schema_async(
+                        schema, max_bytes=settings.extract_max_schema_bytes, max_depth=settings.extract_max_schema_depth
+                    )
+                except SchemaProblem as exc:
+                    raise CallRefused("invalid_schema", str(exc)) from None
             call.provider(provider_id)
             run = _Run(checked=checked, max_attempts=max_attempts, model=call.model(provider_id, model))
             schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
@@ -299,6 +303,8 @@ async def _attempts(
     call: ModelCall, run: _Run, provider_id: ProviderId, text: str, schema_json: str, instructions: str | None
 ) -> CallToolResult:
     """Ask, validate, and send an invalid answer back with its errors, up to `run.max_attempts` times."""
+    from ..jsonschema_tools import ValidationTimeout, extract_within
+
     ladder = format_ladder(run.checked, provider_id)
     last: Extraction | None = None
     while run.attempts < run.max_attempts:
@@ -311,8 +317,11 @@ async def _attempts(
         except UpstreamFailure as failure:
             return _upstream_error(call.state, run, failure, provider_id, run.model)
         run.add(metered)
-        with call.deadline.bound("validating the model's answer against the schema"):
-            last = run.checked.extract(metered.outcome.completion.text)
+        try:
+            last = await extract_within(run.checked, metered.outcome.completion.text, deadline=call.deadline.ends_at)
+        except ValidationTimeout as exc:
+            structured = {"error": {"kind": "validation_timeout", "message": str(exc), **run.summary(provider_id)}}
+            return error_result(call.state, str(exc), structured)
         if last.ok:
             return _success(run, provider_id, last.value)
         logger.info("extract_json attempt %d: %s", run.attempts, _describe_problem(last))
