@@ -42,6 +42,19 @@ from mcp_llm_server.store.db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(autouse=True)
+async def _sqlite_threads_finished() -> AsyncIterator[None]:
+    """aiosqlite stops the worker thread of a failed connect asynchronously; a thread still finishing when the test's
+    event loop closes reports "Event loop is closed". Wait (bounded) for those threads before the loop goes."""
+    yield
+    import threading
+
+    with anyio.move_on_after(5):
+        while any("_connection_worker_thread" in t.name for t in threading.enumerate()):  # noqa: ASYNC110
+            await anyio.sleep(0.01)  # a thread, not a task: there is no event to wait on
+
+
 NOW = 1_795_000_000.0  # 2026-11-18 03:06 UTC: far from a day's or a month's end
 CAP = [BudgetCap("global", "month", 100, "MCP_LLM_BUDGET_MONTHLY_USD")]
 WAIT_S = 60.0  # generous bounds for a loaded machine; reached only when something is wrong
@@ -379,21 +392,28 @@ async def test_uncreatable_directory(tmp_path: Path) -> None:
     async def record() -> None:
         await SpendStore(db).settle(await SpendStore(db).reserve([], 0, lease_s=1), 1, entry())
 
-    for attempt in (read, record):
-        with pytest.raises(StoreError) as failed:
-            await attempt()
-        assert failed.value.kind == "unavailable"
-        assert f"Cannot create the directory {tmp_path / 'file' / 'sub'}" in str(failed.value)
-        assert "MCP_LLM_DATABASE_URL" in str(failed.value)
+    try:
+        for attempt in (read, record):
+            with pytest.raises(StoreError) as failed:
+                await attempt()
+            assert failed.value.kind == "unavailable"
+            assert f"Cannot create the directory {tmp_path / 'file' / 'sub'}" in str(failed.value)
+            assert "MCP_LLM_DATABASE_URL" in str(failed.value)
+    finally:
+        await db.aclose()
 
 
 async def test_database_file_is_a_directory(tmp_path: Path) -> None:
     """A path SQLite cannot open as a file: StoreError (`unavailable`) on opening, not a driver exception."""
     (tmp_path / "c.db").mkdir()
-    store = ConversationStore(Database(sqlite_url(tmp_path / "c.db")), max_age_s=None, max_chars=None)
-    with pytest.raises(StoreError, match="Cannot open the database") as failed:
-        await store.list_recent()
-    assert failed.value.kind == "unavailable"
+    db = Database(sqlite_url(tmp_path / "c.db"))
+    store = ConversationStore(db, max_age_s=None, max_chars=None)
+    try:
+        with pytest.raises(StoreError, match="Cannot open the database") as failed:
+            await store.list_recent()
+        assert failed.value.kind == "unavailable"
+    finally:
+        await db.aclose()
 
 
 async def test_unreachable_server_password_redacted() -> None:
