@@ -151,28 +151,22 @@ class ModelCall:
             self.notes.append(metered.note)
         return metered
 
+    def _relay_options(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "interval_s": s.progress_interval_s,
+            "tail_chars": s.progress_tail_chars,
+            "heartbeat_s": s.heartbeat_s,
+            "view": self.state.redact.tail,  # the server's secrets never stream out, even mid-answer
+        }
+
     def progress(self, waiting_for: str, prefix: str = "") -> AbstractAsyncContextManager[Progress]:
         """The progress relay of one answer (a no-op when the caller listens for none)."""
-        s = self.settings
-        return progress_relay(
-            self.send,
-            interval_s=s.progress_interval_s,
-            tail_chars=s.progress_tail_chars,
-            heartbeat_s=s.heartbeat_s,
-            prefix=prefix,
-            waiting_for=waiting_for,
-            view=self.state.redact.tail,
-        )
+        return progress_relay(self.send, prefix=prefix, waiting_for=waiting_for, **self._relay_options())
 
     def fanout_progress(self) -> AbstractAsyncContextManager[FanoutProgress]:
-        s = self.settings
-        return fanout_relay(
-            self.send,
-            interval_s=s.progress_interval_s,
-            tail_chars=s.progress_tail_chars,
-            heartbeat_s=s.heartbeat_s,
-            view=self.state.redact.tail,
-        )
+        """One progress relay for several answers at once (`ask_many`)."""
+        return fanout_relay(self.send, **self._relay_options())
 
     async def save(self, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
         """Save the turns (a paid answer is saved even past the deadline, within a grace); the conversation id
