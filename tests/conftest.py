@@ -11,9 +11,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
+from mcp_llm_server._standin import StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings, load_settings
-from mcp_llm_server._standin import StandIn
 from mcp_llm_server.tools.common import ERROR_META_KEY
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
