@@ -63,8 +63,9 @@ async def connect(
 def ok(result: CallToolResult) -> dict[str, Any]:
     """The structured content of a successful result."""
     assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
+    structured: dict[str, Any] | None = result.structured_content
+    assert structured is not None
+    return structured
 
 
 def error_of(result: CallToolResult) -> dict[str, Any]:

@@ -40,13 +40,14 @@ async def test_heartbeats_while_the_first_byte_is_late(
         result = await client.call_tool(TOOLS[provider], {"prompt": "q", "model": "slowpoke"}, progress_callback=log)
     assert not result.is_error, text_of(result)
     assert text_of(result) == "late but here"
-    beats = log.heartbeats()
+    answer = log.messages.index("late but here")
+    # The ones before the answer (the stream's end can be quiet long enough for one more on a busy machine).
+    beats = [i for i in log.heartbeats() if i < answer]
     assert len(beats) >= 3, log.messages
     assert all(log.messages[i].startswith(f"still waiting for {LABELS[provider]} slowpoke (") for i in beats)
     seconds = [float(HEARTBEAT.search(log.messages[i])["seconds"]) for i in beats]  # type: ignore[index]
     assert seconds == sorted(seconds) and seconds[0] >= BEAT_S
     assert log.values == sorted(set(log.values)) and log.values[0] == 1
-    assert max(beats) < log.messages.index("late but here")  # the answer comes after the heartbeats
 
 
 async def test_heartbeats_resume_when_the_stream_goes_quiet(make_settings: SettingsFactory, standin: StandIn) -> None:
@@ -95,12 +96,14 @@ async def test_heartbeats_in_ask_many_name_the_targets_still_running(
             "ask_many", {"prompt": "q", "targets": ["openai:m1", "anthropic:m2"]}, progress_callback=log
         )
     assert not result.is_error, text_of(result)
-    beats = log.heartbeats()
-    assert len(beats) >= 3, log.messages
-    assert all(HEARTBEAT.search(log.messages[i])["what"] == "openai:m1, anthropic:m2" for i in beats)  # type: ignore[index]
+    first_done = min(i for i, m in enumerate(log.messages) if "targets finished" in m)
+    named = {i: HEARTBEAT.search(m)["what"] for i, m in enumerate(log.messages) if HEARTBEAT.search(m)}  # type: ignore[index]
+    early = [i for i in named if i < first_done]
+    assert len(early) >= 3, log.messages
+    assert all(named[i] == "openai:m1, anthropic:m2" for i in early)
+    # After the first answer (a busy machine can space the two by more than a heartbeat) only the other is named.
+    assert all(named[i] in ("openai:m1", "anthropic:m2") for i in named if i > first_done), log.messages
     assert log.values == sorted(set(log.values))
-    finished = [i for i, m in enumerate(log.messages) if "targets finished" in m]
-    assert max(beats) < min(finished)
 
 
 async def test_heartbeats_over_stdio(standin: StandIn, tmp_path: Path) -> None:
