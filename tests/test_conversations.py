@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 # Imported up front so the server's lazy SDK import costs nothing inside the calls.
 import anthropic  # noqa: F401
@@ -14,26 +11,12 @@ import anyio
 import openai  # noqa: F401
 import pytest
 from conftest import SettingsFactory, server_env, stdio_params, text_of
+from helpers import connect, ok
 from mcp import Client
-from mcp.types import CallToolResult
 
 from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
-from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Client]:
-    async with Client(build_server(settings), raise_exceptions=True) as client:
-        yield client
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def messages_of(request: RecordedRequest) -> list[tuple[str, str]]:

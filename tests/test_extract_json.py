@@ -9,14 +9,15 @@ from typing import Any
 
 # Imported up front so the server's lazy SDK import costs nothing inside calls.
 import anthropic  # noqa: F401
+import helpers
 import openai  # noqa: F401
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details, text_of
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, text_of
+from helpers import ProgressLog, error_of
 from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
-from mcp_llm_server.server import build_server
 from mcp_llm_server.tools.extract import META_KEY
 
 pytestmark = pytest.mark.anyio
@@ -63,8 +64,7 @@ ORDER_VALUE = {
 @asynccontextmanager
 async def connect(make_settings: SettingsFactory, **overrides: Any) -> AsyncIterator[Client]:
     """The real server with these settings (a current Anthropic model: the default one warns), in memory."""
-    settings = make_settings(anthropic_model="claude-standin", **overrides)
-    async with Client(build_server(settings), raise_exceptions=True) as client:
+    async with helpers.connect(make_settings(anthropic_model="claude-standin", **overrides)) as client:
         yield client
 
 
@@ -80,12 +80,6 @@ def summary(result: CallToolResult) -> dict[str, Any]:
     assert result.meta is not None
     info: dict[str, Any] = result.meta[META_KEY]
     return info
-
-
-def error_of(result: CallToolResult) -> dict[str, Any]:
-    assert result.is_error, text_of(result)
-    error: dict[str, Any] = error_details(result)["error"]
-    return error
 
 
 def prompt_of(request: RecordedRequest) -> str:
@@ -204,14 +198,8 @@ async def test_invalid_json_then_valid(client: Client, standin: StandIn) -> None
         Reply(text='{"name": "Ann", "age": 30', input_tokens=40, output_tokens=8),
         Reply(text='{"name": "Ann", "age": 30}', input_tokens=90, output_tokens=9),
     )
-    log: list[str] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        log.append(message or "")
-
-    result = await client.call_tool(
-        "extract_json", {"text": "Ann is 30.", "schema": PERSON}, progress_callback=on_progress
-    )
+    log = ProgressLog()
+    result = await client.call_tool("extract_json", {"text": "Ann is 30.", "schema": PERSON}, progress_callback=log)
     assert result.structured_content == {"name": "Ann", "age": 30}
     info = summary(result)
     assert info["attempts"] == 2 and info["upstream_requests"] == 2
@@ -220,8 +208,8 @@ async def test_invalid_json_then_valid(client: Client, standin: StandIn) -> None
     assert "previous_answer" not in first
     assert '<previous_answer>\n{"name": "Ann", "age": 30\n</previous_answer>' in second
     assert "It is not valid JSON (" in second
-    assert any(m.startswith("Attempt 1 of 3: not JSON") and m.endswith("asking again") for m in log)
-    assert any(m.startswith("Attempt 2 of 3: ") for m in log)
+    assert any(m.startswith("Attempt 1 of 3: not JSON") and m.endswith("asking again") for m in log.messages)
+    assert any(m.startswith("Attempt 2 of 3: ") for m in log.messages)
 
 
 async def test_schema_violation_every_time(client: Client, standin: StandIn) -> None:

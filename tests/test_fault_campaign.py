@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 import re
 import signal
@@ -19,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, stdio_params, text_of
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, stdio_params, text_of
+from helpers import EXIT_S, assert_clean_stderr, child_env, wait_until, words
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
@@ -92,13 +92,9 @@ def transcript() -> Iterator[Transcript]:
     logger.info("secrets: %d texts (%d chars) scanned so far, no key found", len(_CAMPAIGN.texts), _CAMPAIGN.size)
 
 
-def child_env(standin: StandIn, **extra: str) -> dict[str, str]:
+def debug_env(standin: StandIn, **extra: str) -> dict[str, str]:
     """The child's whole environment (nothing from the developer's shell), logging at DEBUG."""
-    return {"PATH": os.environ.get("PATH", os.defpath), **server_env(standin, MCP_LLM_LOG_LEVEL="DEBUG", **extra)}
-
-
-def words(n: int) -> list[str]:
-    return [f"w{i} " for i in range(n)]
+    return child_env(standin, MCP_LLM_LOG_LEVEL="DEBUG", **extra)
 
 
 def marker_of(rec: RecordedRequest) -> int | None:
@@ -107,17 +103,8 @@ def marker_of(rec: RecordedRequest) -> int | None:
     return int(found.group(1)) if found else None
 
 
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Poll `condition` (bounded) until it holds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {within} s for {what}")
-        await anyio.sleep(0.002)
-
-
-def assert_clean_stderr(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr[-4000:]
+def assert_clean_debug_stderr(stderr: str) -> None:
+    assert_clean_stderr(stderr)
     assert "DEBUG" in stderr  # the log level really was DEBUG, so the secrets check saw every log line
 
 
@@ -126,14 +113,14 @@ async def session(
     standin: StandIn, tmp_path: Path, transcript: Transcript, **env: str
 ) -> AsyncIterator[tuple[Client, Path]]:
     """One MCP session over stdio with the real client; the server's stderr goes to a file kept for the checks."""
-    params = stdio_params(child_env(standin, **env)).model_copy(update={"cwd": tmp_path})
+    params = stdio_params(debug_env(standin, **env)).model_copy(update={"cwd": tmp_path})
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
             yield client, stderr_path
     stderr = stderr_path.read_text()
     transcript.add("stderr", stderr)
-    assert_clean_stderr(stderr)
+    assert_clean_debug_stderr(stderr)
 
 
 async def warm_up(client: Client, standin: StandIn) -> None:
@@ -249,10 +236,11 @@ async def test_transient_faults_every_call_succeeds(standin: StandIn, tmp_path: 
             fault, retry_after = upstream.faults[rec.request_id]
             assert rec.outcome == ("reset" if fault == "reset" else "error_status")
             if retry_after is not None:
-                assert rec.finished_at is not None
-                slack = following.received_at - rec.finished_at - retry_after
+                # From the 429's arrival, recorded before its answer was written: the server cannot have started
+                # waiting earlier, so the bound holds however late the stand-in's thread records anything else.
+                slack = following.received_at - rec.received_at - retry_after
                 slacks.append(slack)
-                assert slack >= -0.005, f"CALL-{call}: retried {slack * 1000:.1f} ms before the retry-after"
+                assert slack >= -0.001, f"CALL-{call}: retried {-slack * 1000:.1f} ms before the retry-after"
 
     failed = len(upstream.faults)
     upstream_requests = sum(len(r) for r in by_call.values())
@@ -262,7 +250,8 @@ async def test_transient_faults_every_call_succeeds(standin: StandIn, tmp_path: 
     kinds = Counter(fault for fault, _ in upstream.faults.values())
     logger.info(
         "transient faults: %d calls, %d upstream requests, %d failed (%.1f%%: %s); attempts per call %s; "
-        "429 retry-after slack min %.1f ms, max %.1f ms over %d waits; 300 calls in %.2f s (whole test %.2f s)",
+        "retry-after slack (from the 429's arrival) min %.1f ms, max %.1f ms over %d waits; "
+        "300 calls in %.2f s (whole test %.2f s)",
         CALLS,
         upstream_requests,
         failed,
@@ -281,6 +270,10 @@ async def test_transient_faults_every_call_succeeds(standin: StandIn, tmp_path: 
 
 
 # --- fatal statuses -----------------------------------------------------------------------------------------
+
+# Not retried is proven by the request count; the bound only catches a wait (a timeout, a retry-after): it takes
+# milliseconds (logged), and stays far above what a busy machine adds.
+FATAL_S = 5.0
 
 
 async def test_fatal_statuses_fail_at_once(standin: StandIn, tmp_path: Path, transcript: Transcript) -> None:
@@ -314,15 +307,21 @@ async def test_fatal_statuses_fail_at_once(standin: StandIn, tmp_path: Path, tra
                     assert key not in text and "[redacted]" in text, text
                 else:
                     assert error["kind"] == "bad_request" and "max_tokens: too large" in text
-                assert elapsed < 1.0, f"{provider} {status} took {elapsed:.3f} s"
+                assert elapsed < FATAL_S, f"{provider} {status} took {elapsed:.3f} s"
     logger.info("fatal statuses: %s", {name: f"{seconds * 1000:.1f} ms" for name, seconds in timings.items()})
 
 
 # --- a stalled stream among flowing ones ------------------------------------------------------------------
 
+# Long enough that 10 calls through a child process on a busy machine are all served inside it.
+STALL_S = 2.0
+
 
 async def test_stalled_stream_cut_while_others_flow(standin: StandIn, tmp_path: Path, transcript: Transcript) -> None:
-    """A stream that stalls after two tokens is cut at the 0.5 s stall limit; 10 other calls finish meanwhile."""
+    """A stream that stalls after two tokens is cut at the stall limit; 10 other calls finish meanwhile.
+
+    Every time compared is the stand-in's own record (the stalled stream's last token and its close, each other
+    request's end): how late the answers travel back to the client does not matter."""
 
     def responder(rec: RecordedRequest) -> Reply | None:
         if "STALL" in json.dumps(rec.body):
@@ -330,20 +329,18 @@ async def test_stalled_stream_cut_while_others_flow(standin: StandIn, tmp_path: 
         return Reply(chunks=words(5))
 
     standin.responder = responder
-    finished_at: dict[str, float] = {}
     results: dict[str, CallToolResult] = {}
-    async with session(standin, tmp_path, transcript, MCP_LLM_STALL_TIMEOUT_S="0.5") as (client, _):
+    async with session(standin, tmp_path, transcript, MCP_LLM_STALL_TIMEOUT_S=str(STALL_S)) as (client, _):
         await warm_up(client, standin)
         first = len(standin.requests)
 
         async def call(name: str, provider: str, prompt: str) -> None:
             results[name] = await client.call_tool(TOOLS[provider], {"prompt": prompt})
-            finished_at[name] = time.monotonic()
 
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call, "stalled", "anthropic", "STALL please")
-                await until(
+                await wait_until(
                     lambda: len(standin.requests) > first and standin.requests[first].deltas_sent >= 2,
                     10,
                     "the stalled stream's two tokens",
@@ -351,7 +348,7 @@ async def test_stalled_stream_cut_while_others_flow(standin: StandIn, tmp_path: 
                 stalled_rec = standin.requests[first]
                 for i in range(10):
                     tg.start_soon(call, f"other-{i}", "openai" if i % 2 else "anthropic", f"flowing {i}")
-            await until(lambda: stalled_rec.outcome is not None, 3, "the stalled stream to be closed")
+            await wait_until(lambda: stalled_rec.outcome is not None, 3, "the stalled stream to be closed")
 
     for name, result in results.items():
         transcript.add_result(name, result)
@@ -360,27 +357,37 @@ async def test_stalled_stream_cut_while_others_flow(standin: StandIn, tmp_path: 
     assert details["error"]["kind"] == "stalled", text_of(stalled)
     assert details["error"]["attempts"] == 1  # tokens were forwarded: not retried
     assert details["partial_text"] == "w0 w1 "
-    assert stalled_rec.outcome == "stalled_then_disconnected"
-    silence = finished_at["stalled"] - stalled_rec.delta_sent_at[-1]
-    assert 0.45 <= silence <= 3.0, f"stalled call ended {silence:.3f} s after its last token"
+    assert stalled_rec.outcome == "stalled_then_disconnected" and stalled_rec.finished_at is not None
+    silence = stalled_rec.finished_at - stalled_rec.delta_sent_at[-1]
+    # Not before the limit (the server cannot have read the token earlier than it was sent); long before the
+    # default 60 s limit.
+    assert STALL_S * 0.9 <= silence <= STALL_S + 8.0, f"stalled stream closed {silence:.3f} s after its last token"
     assert len(results) == 10
-    for name, result in results.items():
+    for result in results.values():
         assert not result.is_error, text_of(result)
         assert text_of(result) == "".join(words(5))
-        assert finished_at[name] < finished_at["stalled"], f"{name} finished after the stalled call"
-    during = max(finished_at[name] for name in results) - stalled_rec.delta_sent_at[-1]
+    others = [r for r in standin.requests[first:] if r is not stalled_rec]
+    assert len(others) == 10 and all(r.outcome == "completed" for r in others)
+    # Each one was served whole while the stalled stream was still open.
+    assert all(r.finished_at is not None and r.finished_at < stalled_rec.finished_at for r in others)
+    during = max(r.finished_at or 0.0 for r in others) - stalled_rec.delta_sent_at[-1]
     logger.info(
-        "stall: cut %.3f s after the last token (limit 0.5 s); the 10 other calls all done %.3f s into the stall",
+        "stall: cut %.3f s after the last token (limit %.1f s); the 10 other requests all served %.3f s into it",
         silence,
+        STALL_S,
         during,
     )
 
 
 # --- cancelling 20 streaming calls ------------------------------------------------------------------------
 
+# The streams would run 10 s: closing them all within half that proves the cancel, on a busy machine too. The
+# figures (tens of ms on a quiet one) are logged.
+CANCEL_CLOSE_S = 5.0
+
 
 async def test_cancel_twenty_streams(standin: StandIn, tmp_path: Path, transcript: Transcript) -> None:
-    """Cancelling 20 in-flight streaming calls closes every upstream stream within 200 ms; the server answers on."""
+    """Cancelling 20 in-flight streaming calls closes every upstream stream at once; the server answers on."""
     env = {"MCP_LLM_OPENAI_CONCURRENCY": "32", "MCP_LLM_ANTHROPIC_CONCURRENCY": "32"}
     async with session(standin, tmp_path, transcript, **env) as (client, _):
         await warm_up(client, standin)
@@ -395,12 +402,14 @@ async def test_cancel_twenty_streams(standin: StandIn, tmp_path: Path, transcrip
                 for i in range(20):
                     provider = "openai" if i % 2 else "anthropic"
                     tg.start_soon(client.call_tool, TOOLS[provider], {"prompt": f"long {i}"})
-                await until(lambda: len(streaming()) == 20, 20, "20 streams with a first token")
+                await wait_until(lambda: len(streaming()) == 20, 20, "20 streams with a first token")
                 cancelled_at = time.monotonic()
                 scope.cancel()
         assert scope.cancelled_caught
         streams = standin.requests[first : first + 20]
-        await until(lambda: all(r.finished_at is not None for r in streams), 5, "every upstream stream closed")
+        await wait_until(
+            lambda: all(r.finished_at is not None for r in streams), CANCEL_CLOSE_S, "every upstream stream closed"
+        )
         closes = sorted(r.finished_at - cancelled_at for r in streams if r.finished_at is not None)
         logger.info(
             "cancel: 20 streams closed %.1f..%.1f ms after the cancel (median %.1f ms)",
@@ -410,7 +419,7 @@ async def test_cancel_twenty_streams(standin: StandIn, tmp_path: Path, transcrip
         )
         for rec in streams:
             assert rec.outcome == "client_disconnected" and rec.deltas_sent < 200
-        assert closes[-1] < 0.2, f"slowest upstream close {closes[-1] * 1000:.1f} ms after the cancel"
+        assert closes[-1] < CANCEL_CLOSE_S, f"slowest upstream close {closes[-1] * 1000:.1f} ms after the cancel"
 
         with anyio.fail_after(10):
             after = await client.call_tool("ask_claude", {"prompt": "are you there"})
@@ -535,7 +544,7 @@ async def test_malformed_stdin(standin: StandIn, tmp_path: Path, transcript: Tra
     rng = random.Random(5000)
     valid: dict[str, str] = {}
     started = time.monotonic()
-    async with wire_server(child_env(standin), tmp_path, tmp_path / "stderr.txt") as server:
+    async with wire_server(debug_env(standin), tmp_path, tmp_path / "stderr.txt") as server:
         fuzz_bytes = 0
         fuzz_requests: dict[str | int, bytes] = {}  # fuzz lines that are requests with a usable id
         for index in range(FUZZ_LINES):
@@ -584,7 +593,7 @@ async def test_malformed_stdin(standin: StandIn, tmp_path: Path, transcript: Tra
 
         server.close_stdin()
         closing = time.monotonic()
-        code = await server.exit_code(within=2.0)
+        code = await server.exit_code(within=EXIT_S)
         exit_s = time.monotonic() - closing
         await server.until(lambda: server.stdout_closed, 5, "stdout EOF")
 
@@ -602,8 +611,8 @@ async def test_malformed_stdin(standin: StandIn, tmp_path: Path, transcript: Tra
     transcript.add("fuzz stdout", stdout)
     transcript.add("fuzz stderr", stderr)
     assert code == 0
-    assert exit_s < 2.0
-    assert_clean_stderr(stderr)
+    assert exit_s < EXIT_S
+    assert_clean_debug_stderr(stderr)
     assert "dropped a message larger than" in stderr
     errors = [m for m in server.messages if "error" in m]
     # JSON-RPC allows array params, MCP does not; the SDK drops such a request unanswered. All others are answered.
@@ -641,9 +650,9 @@ async def test_malformed_stdin(standin: StandIn, tmp_path: Path, transcript: Tra
 
 @pytest.mark.parametrize("how", ["stdin-closed", "sigterm"])
 async def test_shutdown_mid_call(standin: StandIn, tmp_path: Path, transcript: Transcript, how: str) -> None:
-    """Stdin closed or SIGTERM during a streaming call: exit 0 within 2 s, no traceback, upstream stream closed."""
+    """Stdin closed or SIGTERM during a streaming call: a prompt exit 0, no traceback, upstream stream closed."""
     standin.script(Reply(chunks=words(200), chunk_delay_s=0.05))
-    async with wire_server(child_env(standin), tmp_path, tmp_path / "stderr.txt") as server:
+    async with wire_server(debug_env(standin), tmp_path, tmp_path / "stderr.txt") as server:
         server.call(1, "ask_claude", {"prompt": "a long story"}, token="tok")
         await server.until(lambda: bool(server.progress("tok")), STARTUP_S, "the first streamed token")
         stopping = time.monotonic()
@@ -651,14 +660,16 @@ async def test_shutdown_mid_call(standin: StandIn, tmp_path: Path, transcript: T
             server.process.send_signal(signal.SIGTERM)
         else:
             server.close_stdin()
-        code = await server.exit_code(within=2.0)
+        code = await server.exit_code(within=EXIT_S)
         exit_s = time.monotonic() - stopping
         await server.until(lambda: server.stdout_closed, 5, "stdout EOF")
         assert server.bad_lines == []
         stdout, stderr = server.stdout_text(), server.stderr_text()
     transcript.add(f"{how} stdout", stdout)
     transcript.add(f"{how} stderr", stderr)
-    await until(lambda: bool(standin.requests) and standin.requests[0].outcome is not None, 2, "upstream closed")
+    await wait_until(
+        lambda: bool(standin.requests) and standin.requests[0].outcome is not None, CANCEL_CLOSE_S, "upstream closed"
+    )
     rec = standin.requests[0]
     assert rec.finished_at is not None
     logger.info(
@@ -668,6 +679,6 @@ async def test_shutdown_mid_call(standin: StandIn, tmp_path: Path, transcript: T
         exit_s,
         rec.finished_at - stopping,
     )
-    assert code == 0 and exit_s < 2.0
+    assert code == 0 and exit_s < EXIT_S
     assert rec.outcome == "client_disconnected" and rec.deltas_sent < 200
-    assert_clean_stderr(stderr)
+    assert_clean_debug_stderr(stderr)

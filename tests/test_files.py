@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +11,11 @@ import anthropic  # noqa: F401
 import openai  # noqa: F401
 import pytest
 from conftest import SettingsFactory, text_of
-from mcp import Client
-from mcp.types import CallToolResult
+from helpers import connect, ok
 
 from mcp_llm_server._standin import Reply, StandIn
-from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Client]:
-    async with Client(build_server(settings), raise_exceptions=True) as client:
-        yield client
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 @pytest.fixture

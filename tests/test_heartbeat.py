@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import SettingsFactory, server_env, stdio_params, text_of
+from helpers import ProgressLog, connect
 from mcp import Client
 from mcp.types import ProgressNotification
 
 from mcp_llm_server._standin import Reply, StandIn
-from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}
 LABELS = {"openai": "OpenAI", "anthropic": "Anthropic"}
+# Over a 1 s silence that is 9 heartbeats: the ≥ 3 asked for hold with 0.7 s of delays from a busy machine.
+BEAT_S = 0.1
 HEARTBEAT = re.compile(r"still waiting for (?P<what>.+) \((?P<seconds>[0-9.]+) s\)…$")
 
 
-@asynccontextmanager
-async def connect(settings: Settings, **options: Any) -> AsyncIterator[Client]:
-    async with Client(build_server(settings), raise_exceptions=True, **options) as client:
-        yield client
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.messages: list[str] = []
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self.values.append(progress)
-        self.messages.append(message or "")
+class Recorder(ProgressLog):
+    """The progress log, knowing which of its messages are heartbeats."""
 
     def heartbeats(self) -> list[int]:
         return [i for i, m in enumerate(self.messages) if HEARTBEAT.search(m)]
@@ -47,20 +33,21 @@ class Recorder:
 async def test_heartbeats_while_the_first_byte_is_late(
     make_settings: SettingsFactory, standin: StandIn, provider: str
 ) -> None:
-    """A 1 s silent upstream with heartbeat_s=0.2 gives ≥ 3 heartbeats naming the model, rising, then the answer."""
+    """A 1 s silent upstream with heartbeat_s=0.1 gives ≥ 3 heartbeats naming the model, rising, then the answer."""
     standin.script(Reply(text="late but here", delay_s=1.0))
     log = Recorder()
-    async with connect(make_settings(heartbeat_s=0.2)) as client:
+    async with connect(make_settings(heartbeat_s=BEAT_S)) as client:
         result = await client.call_tool(TOOLS[provider], {"prompt": "q", "model": "slowpoke"}, progress_callback=log)
     assert not result.is_error, text_of(result)
     assert text_of(result) == "late but here"
-    beats = log.heartbeats()
+    answer = log.messages.index("late but here")
+    # The ones before the answer (the stream's end can be quiet long enough for one more on a busy machine).
+    beats = [i for i in log.heartbeats() if i < answer]
     assert len(beats) >= 3, log.messages
     assert all(log.messages[i].startswith(f"still waiting for {LABELS[provider]} slowpoke (") for i in beats)
     seconds = [float(HEARTBEAT.search(log.messages[i])["seconds"]) for i in beats]  # type: ignore[index]
-    assert seconds == sorted(seconds) and seconds[0] >= 0.2
+    assert seconds == sorted(seconds) and seconds[0] >= BEAT_S
     assert log.values == sorted(set(log.values)) and log.values[0] == 1
-    assert max(beats) < log.messages.index("late but here")  # the answer comes after the heartbeats
 
 
 async def test_heartbeats_resume_when_the_stream_goes_quiet(make_settings: SettingsFactory, standin: StandIn) -> None:
@@ -104,24 +91,26 @@ async def test_heartbeats_in_ask_many_name_the_targets_still_running(
     """ask_many sends heartbeats while every target is silent, naming the targets still running."""
     standin.default_reply = Reply(text="slow", delay_s=1.0)
     log = Recorder()
-    async with connect(make_settings(heartbeat_s=0.2)) as client:
+    async with connect(make_settings(heartbeat_s=BEAT_S)) as client:
         result = await client.call_tool(
             "ask_many", {"prompt": "q", "targets": ["openai:m1", "anthropic:m2"]}, progress_callback=log
         )
     assert not result.is_error, text_of(result)
-    beats = log.heartbeats()
-    assert len(beats) >= 3, log.messages
-    assert all(HEARTBEAT.search(log.messages[i])["what"] == "openai:m1, anthropic:m2" for i in beats)  # type: ignore[index]
+    first_done = min(i for i, m in enumerate(log.messages) if "targets finished" in m)
+    named = {i: HEARTBEAT.search(m)["what"] for i, m in enumerate(log.messages) if HEARTBEAT.search(m)}  # type: ignore[index]
+    early = [i for i in named if i < first_done]
+    assert len(early) >= 3, log.messages
+    assert all(named[i] == "openai:m1, anthropic:m2" for i in early)
+    # After the first answer (a busy machine can space the two by more than a heartbeat) only the other is named.
+    assert all(named[i] in ("openai:m1", "anthropic:m2") for i in named if i > first_done), log.messages
     assert log.values == sorted(set(log.values))
-    finished = [i for i, m in enumerate(log.messages) if "targets finished" in m]
-    assert max(beats) < min(finished)
 
 
 async def test_heartbeats_over_stdio(standin: StandIn, tmp_path: Path) -> None:
     """Over stdio, MCP_LLM_HEARTBEAT_S sets the interval; heartbeats reach the host before the answer."""
     standin.script(Reply(text="over the wire", delay_s=1.0))
     log = Recorder()
-    env = server_env(standin, MCP_LLM_HEARTBEAT_S="0.2")
+    env = server_env(standin, MCP_LLM_HEARTBEAT_S=str(BEAT_S))
     async with Client(stdio_params(env)) as client:
         result = await client.call_tool("ask_claude", {"prompt": "q", "model": "far"}, progress_callback=log)
     assert text_of(result) == "over the wire"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 from conftest import server_env, text_of
-from http_server import HttpServer, child_env, free_port, running_http_server, server_command
+from helpers import ProgressLog, run_server, words
+from http_server import HttpServer, child_env, free_port, running_http_server
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -78,31 +77,26 @@ async def test_progress_streams_before_the_result(
 ) -> None:
     """Over Streamable HTTP (SSE responses), progress notifications arrive while the answer streams, then the result."""
     server: HttpServer = request.getfixturevalue(kind)
-    chunks = [f"w{i} " for i in range(8)]
-    events: list[tuple[float, float, str | None]] = []
+    chunks = words(8)
     order: list[str] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        events.append((time.monotonic(), progress, message))
-        order.append("progress")
+    log = ProgressLog(order, upstream)
 
     async with Client(server.mcp_url, mode=mode) as client:
         # Both SDKs imported first: a fresh server imports them (in a thread, GIL-bound) at its first calls.
         for warm_up in ("ask_openai", "ask_claude"):
             assert not (await client.call_tool(warm_up, {"prompt": "warm up"})).is_error
         upstream.clear()
-        upstream.script(Reply(chunks=chunks, chunk_delay_s=0.05))
-        result = await client.call_tool(tool, {"prompt": "count"}, progress_callback=on_progress)
+        upstream.script(Reply(chunks=chunks, chunk_delay_s=0.15))
+        result = await client.call_tool(tool, {"prompt": "count"}, progress_callback=log)
         order.append("result")
     assert not result.is_error, text_of(result)
     assert text_of(result) == "".join(chunks)
-    assert len(events) >= 2 and order == ["progress"] * len(events) + ["result"], server.stderr()[-6000:]
+    assert len(log.events) >= 2 and order == ["progress"] * len(log.events) + ["result"], server.stderr()[-6000:]
     (rec,) = upstream.requests
-    # The first notification reached the client while the stand-in was still streaming (one clock: monotonic).
-    assert rec.finished_at is not None and events[0][0] < rec.finished_at, (events, rec.delta_sent_at, rec.received_at)
-    values = [progress for _, progress, _ in events]
-    assert values == sorted(set(values))
-    assert events[-1][2] == "".join(chunks)
+    # The first notification reached the client while the stand-in was still streaming (its own count, no clocks).
+    assert log.deltas_sent[0] < len(chunks), (log.deltas_sent, log.events, rec.delta_sent_at)
+    assert log.values == sorted(set(log.values))
+    assert log.messages[-1] == "".join(chunks)
 
 
 @pytest.mark.anyio
@@ -223,15 +217,7 @@ def test_transport_security_patterns() -> None:
 def test_refuses_to_expose_without_a_token(tmp_path: Path, host: str, extra: dict[str, str]) -> None:
     """Beyond loopback, no (or a too short) MCP_LLM_HTTP_TOKEN stops the server at start: exit 2, one line."""
     env = child_env({"OPENAI_API_KEY": "sk-test-openai-0123456789abcdef", **extra})
-    done = subprocess.run(
-        server_command("--host", host, "--port", str(free_port())),
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_server("--transport", "http", "--host", host, "--port", str(free_port()), env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from conftest import OPENAI_KEY, SettingsFactory, error_details, text_of
+from helpers import ok
 from mcp import Client
-from mcp.types import CallToolResult, TextResourceContents
+from mcp.types import TextResourceContents
 
 from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
 from mcp_llm_server.server import build_server
@@ -18,12 +19,6 @@ from mcp_llm_server.settings import SettingsError, load_settings
 pytestmark = pytest.mark.anyio
 
 ALIASES = "fast=openai:gpt-standin-mini, Smart=claude:claude-standin, gone=anthropic:claude-retired"
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def by_id(catalog: dict[str, Any]) -> dict[str, dict[str, Any]]:

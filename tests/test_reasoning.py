@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from conftest import SettingsFactory, text_of
+from helpers import ProgressLog, connect
 from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.progress import REASONING_MARK
-from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -21,24 +18,6 @@ TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}
 BUDGETS = {"low": 2_048, "medium": 8_192, "high": 16_384}
 THOUGHTS = ["Let me ", "weigh ", "both ", "options."]
 ANSWER = ["The ", "answer ", "is ", "42."]
-
-
-@asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Client]:
-    async with Client(build_server(settings), raise_exceptions=True) as client:
-        yield client
-
-
-class Recorder:
-    """A progress callback that records each message, and the result's place after them."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.messages: list[str] = []
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self.values.append(progress)
-        self.messages.append(message or "")
 
 
 # --- request parameters -------------------------------------------------------------------------------------
@@ -110,7 +89,7 @@ async def test_reasoning_streams_as_marked_progress_before_the_answer(
 ) -> None:
     """The reasoning summary / thinking arrives as `[reasoning] …` progress before the answer text and the result."""
     standin.script(Reply(chunks=ANSWER, reasoning=THOUGHTS, chunk_delay_s=0.02))
-    log = Recorder()
+    log = ProgressLog()
     async with connect(make_settings(openai_api="chat" if api == "chat" else "responses")) as client:
         result = await client.call_tool(
             TOOLS[provider], {"prompt": "q", "reasoning_effort": "medium"}, progress_callback=log
@@ -147,7 +126,7 @@ async def test_reasoning_tokens_in_usage(
 async def test_ask_many_reasoning_per_target(make_settings: SettingsFactory, standin: StandIn) -> None:
     """ask_many passes reasoning_effort to every target; each target's reasoning is marked under its label."""
     standin.default_reply = Reply(chunks=ANSWER, reasoning=THOUGHTS, chunk_delay_s=0.02)
-    log = Recorder()
+    log = ProgressLog()
     async with connect(make_settings()) as client:
         result = await client.call_tool(
             "ask_many",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_server
 
 from mcp_llm_server import __version__
 from mcp_llm_server.settings import Settings, SettingsError, load_settings
@@ -24,20 +25,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def run_server(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m mcp_llm_server` with exactly `env` (plus PATH), stdin closed."""
-    return subprocess.run(
-        [sys.executable, "-m", "mcp_llm_server", *args],
-        env={"PATH": os.environ.get("PATH", os.defpath), **env},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # --- in process ------------------------------------------------------------------------------------------

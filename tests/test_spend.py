@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
 
 import anyio
 import pytest
 from conftest import SettingsFactory, error_details, server_env, stdio_params, text_of
 from genai_prices import Usage, calc_price
+from helpers import connect, ok
 from mcp import Client
 from mcp.types import CallToolResult
 
 from mcp_llm_server._standin import Reply, StandIn
-from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -33,19 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def connect(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Client]:
-    server = build_server(settings) if clock is None else build_server(settings, clock=clock)
-    async with Client(server, raise_exceptions=True) as client:
-        yield client
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def nanos(usd: Decimal) -> int:
@@ -164,7 +147,7 @@ async def test_budget_holds_under_50_concurrent_calls(
     standin.default_reply = Reply(input_tokens=26, output_tokens=50)
     clock = Clock()
     results: list[CallToolResult] = []
-    async with connect(settings, clock) as client:
+    async with connect(settings, clock=clock) as client:
 
         async def one() -> None:
             args = {"prompt": "x" * 40, "model": "metered", "max_tokens": 100}
@@ -195,7 +178,7 @@ async def test_provider_cap_refuses_only_its_provider(
     """A per-provider monthly cap refuses that provider's calls (in ask_many, that target alone)."""
     prices = {"metered": {"input_per_mtok": 1000, "output_per_mtok": 1000}}
     settings = make_settings(model_prices=prices, openai_budget_monthly_usd=0.01, database_url=database_url)
-    async with connect(settings, Clock()) as client:
+    async with connect(settings, clock=Clock()) as client:
         many = ok(
             await client.call_tool(
                 "ask_many", {"prompt": "Hi", "targets": ["openai:metered", "anthropic:metered"], "max_tokens": 100}

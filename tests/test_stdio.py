@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,46 +17,21 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, server_env, stdio_params, text_of
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, stdio_params, text_of
+from helpers import EXIT_S, ProgressLog, assert_clean_stderr, child_env, finished, words
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
-from mcp_llm_server._standin import RecordedRequest, Reply, StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pipes")
 
 TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}
 # Starting the interpreter, importing the MCP SDK and then a provider SDK takes seconds on a busy machine.
 STARTUP_S = 30.0
-# The server's own shutdown (upstream stream closed, clients closed) takes milliseconds; the bound is generous.
-UPSTREAM_CLOSED_S = 2.0
-# Process exit adds the interpreter's finalization of the SDKs' modules: ~0.5 s idle, over 2 s measured on a
-# 2-core machine busy with other test runs. The bound leaves room for that.
-EXIT_S = 5.0
-
-
-def words(n: int) -> list[str]:
-    return [f"w{i} " for i in range(n)]
-
-
-def child_env(standin: StandIn, **extra: str) -> dict[str, str]:
-    """The child's whole environment, built explicitly: nothing from the developer's shell (real keys) leaks in."""
-    return {"PATH": os.environ.get("PATH", os.defpath), **server_env(standin, **extra)}
-
-
-async def finished(standin: StandIn, index: int, within: float = 3.0) -> RecordedRequest:
-    """Poll (bounded) until the stand-in has finished serving request `index`."""
-    with anyio.fail_after(within):
-        while True:
-            requests = standin.requests
-            if len(requests) > index and requests[index].outcome is not None:
-                return requests[index]
-            await anyio.sleep(0.005)
-
-
-def assert_clean_stderr(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    assert OPENAI_KEY not in stderr and ANTHROPIC_KEY not in stderr
+# The server's own shutdown (upstream stream closed, clients closed) takes milliseconds. The streams cut would run
+# 10 s: half that proves they were cut, and leaves a busy machine room.
+UPSTREAM_CLOSED_S = 5.0
 
 
 # --- through the real MCP client -------------------------------------------------------------------------
@@ -68,14 +42,9 @@ async def answer_with_progress(client: Client, standin: StandIn, provider: str, 
     chunks = words(8)
     standin.script(Reply(chunks=chunks, chunk_delay_s=0.1))
     order: list[str] = []
-    progress: list[tuple[float, float, str | None]] = []
-
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((time.monotonic(), value, message))
-        order.append("progress")
-
+    log = ProgressLog(order)
     with anyio.fail_after(STARTUP_S):
-        result = await client.call_tool(TOOLS[provider], {"prompt": "count"}, progress_callback=on_progress)
+        result = await client.call_tool(TOOLS[provider], {"prompt": "count"}, progress_callback=log)
     order.append("result")
     rec = standin.requests[index]
     assert not result.is_error, text_of(result)
@@ -86,9 +55,8 @@ async def answer_with_progress(client: Client, standin: StandIn, provider: str, 
     # Progress came first. (That it streams while the answer is written is proven in memory: a child starved of
     # CPU by a busy machine may read the whole stream in one go, and then sends a single notification.)
     assert order[-1] == "result" and order.count("progress") >= 1
-    values = [value for _, value, _ in progress]
-    assert all(b > a for a, b in itertools.pairwise(values))
-    assert progress[-1][2] == "".join(chunks)
+    assert all(b > a for a, b in itertools.pairwise(log.values))
+    assert log.messages[-1] == "".join(chunks)
 
 
 @pytest.mark.anyio
@@ -106,24 +74,21 @@ async def test_stdio_session(standin: StandIn, tmp_path: Path, mode: str) -> Non
 
             # Cancel a long answer after its first token: the SDK client sends notifications/cancelled.
             standin.script(Reply(chunks=words(100), chunk_delay_s=0.1), Reply(text="still here"))
-            first_token = anyio.Event()
-
-            async def on_first(value: float, total: float | None, message: str | None) -> None:
-                first_token.set()
+            log = ProgressLog()
 
             with anyio.move_on_after(STARTUP_S) as scope:
                 async with anyio.create_task_group() as tg:
 
                     async def cancel_after_first_token() -> None:
-                        await first_token.wait()
+                        await log.first.wait()
                         scope.cancel()
 
                     tg.start_soon(cancel_after_first_token)
-                    await client.call_tool("ask_openai", {"prompt": "long"}, progress_callback=on_first)
+                    await client.call_tool("ask_openai", {"prompt": "long"}, progress_callback=log)
                     tg.cancel_scope.cancel()
             cancelled_at = time.monotonic()
-            assert scope.cancelled_caught and first_token.is_set()
-            rec = await finished(standin, 2)
+            assert scope.cancelled_caught and log.first.is_set()
+            rec = await finished(standin, 2, within=UPSTREAM_CLOSED_S)
             assert rec.outcome == "client_disconnected" and rec.deltas_sent < 100
             assert rec.finished_at is not None and rec.finished_at - cancelled_at < UPSTREAM_CLOSED_S
             with anyio.fail_after(10):
@@ -256,7 +221,7 @@ async def test_stdio_wire_is_clean(standin: StandIn, tmp_path: Path) -> None:
             while not server.progress("tok-6"):
                 await server.receive()
             await server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 6}})
-            rec = await finished(standin, 3)
+            rec = await finished(standin, 3, within=UPSTREAM_CLOSED_S)
             assert rec.outcome == "client_disconnected" and rec.deltas_sent < 100
             answer = await server.call(7, "ask_openai", {"prompt": "next"})
             assert answer["content"][0]["text"] == "fine"
@@ -274,7 +239,7 @@ async def test_stdio_wire_is_clean(standin: StandIn, tmp_path: Path) -> None:
                 returncode = await server.process.wait()
             await server.drain()
     assert returncode == 0
-    rec = await finished(standin, 5)
+    rec = await finished(standin, 5, within=UPSTREAM_CLOSED_S)
     assert rec.outcome == "client_disconnected" and rec.deltas_sent < 100
     assert rec.finished_at is not None and rec.finished_at - closed_at < UPSTREAM_CLOSED_S
     assert not [m for m in server.messages if m.get("id") == 6]
@@ -304,7 +269,7 @@ async def test_stdio_sigterm_mid_call(standin: StandIn, tmp_path: Path) -> None:
                 returncode = await server.process.wait()
             await server.drain()
     assert returncode == 0
-    rec = await finished(standin, 0)
+    rec = await finished(standin, 0, within=UPSTREAM_CLOSED_S)
     assert rec.outcome == "client_disconnected" and rec.deltas_sent < 100
     assert rec.finished_at is not None and rec.finished_at - signalled_at < UPSTREAM_CLOSED_S
     assert_clean_stderr(stderr_path.read_text())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import SettingsFactory, server_env, text_of
+from helpers import run_server
 from mcp import Client
 from pydantic import BaseModel
 
@@ -64,15 +63,7 @@ async def test_disabled_list_hides_those_tools(make_settings: SettingsFactory) -
 )
 def test_bad_tool_toggle_exits_2(standin: StandIn, tmp_path: Path, env: dict[str, str], expected: str) -> None:
     """An unknown tool name (or both lists set) stops `python -m mcp_llm_server` with exit 2 and one stderr line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mcp_llm_server"],
-        env=server_env(standin, **env),
-        cwd=tmp_path,  # no stray .env
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_server(env=server_env(standin, **env), cwd=tmp_path)  # (cwd: no stray .env)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
