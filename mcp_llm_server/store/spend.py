@@ -266,72 +266,82 @@ class SpendStore:
 
     async def report(self, top: int = 10) -> dict[str, Any]:
         """Today's and this month's spend and tokens by provider and model; the most expensive conversations."""
-        from sqlalchemy import func, select
-
-        from ._tables import ledger as led
-
         now = self.clock()
         out: dict[str, Any] = {}
         async with self.db.begin() as conn:
             for period in ("day", "month"):
-                key, resets_at = period_bounds(period, now)
-                start = (resets_at - dt.timedelta(days=1)) if period == "day" else _month_start(now)
-                since = start.timestamp()
-                rows = await conn.execute(
-                    select(
-                        led.c.provider,
-                        led.c.model,
-                        func.count(),
-                        func.sum(led.c.cost_nanos),
-                        func.count(led.c.cost_nanos),
-                        func.sum(led.c.input_tokens),
-                        func.sum(led.c.cached_input_tokens),
-                        func.sum(led.c.output_tokens),
-                        func.sum(led.c.reasoning_tokens),
-                    )
-                    .where(led.c.created_at >= since, led.c.created_at < resets_at.timestamp())
-                    .group_by(led.c.provider, led.c.model)
-                    .order_by(led.c.provider, led.c.model)
-                )
-                models = []
-                for provider, model, calls, nanos, priced, tin, tcached, tout, treason in rows:
-                    models.append(
-                        {
-                            "provider": provider,
-                            "model": model,
-                            "calls": int(calls),
-                            "unpriced_calls": int(calls) - int(priced),
-                            "cost_nanos": int(nanos or 0),
-                            "cost_usd": int(nanos or 0) / 1e9,
-                            "input_tokens": int(tin or 0),
-                            "cached_input_tokens": int(tcached or 0),
-                            "output_tokens": int(tout or 0),
-                            "reasoning_tokens": int(treason or 0),
-                        }
-                    )
-                total = sum(m["cost_nanos"] for m in models)
-                out["today" if period == "day" else "this_month"] = {
-                    "window": key.split(":", 1)[1],
-                    "cost_nanos": total,
-                    "cost_usd": total / 1e9,
-                    "calls": sum(m["calls"] for m in models),
-                    "input_tokens": sum(m["input_tokens"] for m in models),
-                    "output_tokens": sum(m["output_tokens"] for m in models),
-                    "by_model": models,
-                }
-            month_since = _month_start(now).timestamp()
-            rows = await conn.execute(
-                select(led.c.conversation_id, func.sum(led.c.cost_nanos), func.count())
-                .where(led.c.conversation_id.is_not(None), led.c.created_at >= month_since)
-                .group_by(led.c.conversation_id)
-                .order_by(func.coalesce(func.sum(led.c.cost_nanos), 0).desc(), led.c.conversation_id)
-                .limit(top)
-            )
-            out["top_conversations_this_month"] = [
-                {"conversation_id": cid, "cost_nanos": int(n or 0), "cost_usd": int(n or 0) / 1e9, "calls": int(c)}
-                for cid, n, c in rows
-            ]
+                out["today" if period == "day" else "this_month"] = await _window_report(conn, period, now)
+            out["top_conversations_this_month"] = await _top_conversations(conn, _month_start(now).timestamp(), top)
         return out
+
+
+async def _window_report(conn: Any, period: str, now: float) -> dict[str, Any]:
+    """One budget window's spend and tokens, in total and by provider and model."""
+    from sqlalchemy import func, select
+
+    from ._tables import ledger as led
+
+    key, resets_at = period_bounds(period, now)
+    start = (resets_at - dt.timedelta(days=1)) if period == "day" else _month_start(now)
+    rows = await conn.execute(
+        select(
+            led.c.provider,
+            led.c.model,
+            func.count(),
+            func.sum(led.c.cost_nanos),
+            func.count(led.c.cost_nanos),
+            func.sum(led.c.input_tokens),
+            func.sum(led.c.cached_input_tokens),
+            func.sum(led.c.output_tokens),
+            func.sum(led.c.reasoning_tokens),
+        )
+        .where(led.c.created_at >= start.timestamp(), led.c.created_at < resets_at.timestamp())
+        .group_by(led.c.provider, led.c.model)
+        .order_by(led.c.provider, led.c.model)
+    )
+    models = [
+        {
+            "provider": provider,
+            "model": model,
+            "calls": int(calls),
+            "unpriced_calls": int(calls) - int(priced),
+            "cost_nanos": int(nanos or 0),
+            "cost_usd": int(nanos or 0) / 1e9,
+            "input_tokens": int(tin or 0),
+            "cached_input_tokens": int(tcached or 0),
+            "output_tokens": int(tout or 0),
+            "reasoning_tokens": int(treason or 0),
+        }
+        for provider, model, calls, nanos, priced, tin, tcached, tout, treason in rows
+    ]
+    total = sum(m["cost_nanos"] for m in models)
+    return {
+        "window": key.split(":", 1)[1],
+        "cost_nanos": total,
+        "cost_usd": total / 1e9,
+        "calls": sum(m["calls"] for m in models),
+        "input_tokens": sum(m["input_tokens"] for m in models),
+        "output_tokens": sum(m["output_tokens"] for m in models),
+        "by_model": models,
+    }
+
+
+async def _top_conversations(conn: Any, since: float, top: int) -> list[dict[str, Any]]:
+    from sqlalchemy import func, select
+
+    from ._tables import ledger as led
+
+    rows = await conn.execute(
+        select(led.c.conversation_id, func.sum(led.c.cost_nanos), func.count())
+        .where(led.c.conversation_id.is_not(None), led.c.created_at >= since)
+        .group_by(led.c.conversation_id)
+        .order_by(func.coalesce(func.sum(led.c.cost_nanos), 0).desc(), led.c.conversation_id)
+        .limit(top)
+    )
+    return [
+        {"conversation_id": cid, "cost_nanos": int(n or 0), "cost_usd": int(n or 0) / 1e9, "calls": int(c)}
+        for cid, n, c in rows
+    ]
 
 
 def _month_start(now: float) -> dt.datetime:

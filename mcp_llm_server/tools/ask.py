@@ -119,6 +119,11 @@ def _result(
 
 
 def register_ask_tools(server: MCPServer) -> None:
+    _register_ask_openai(server)
+    _register_ask_claude(server)
+
+
+def _register_ask_openai(server: MCPServer) -> None:
     @server.tool(
         name="ask_openai",
         title="Ask an OpenAI model",
@@ -155,6 +160,8 @@ def register_ask_tools(server: MCPServer) -> None:
             client_roots=root_paths(client_roots),
         )
 
+
+def _register_ask_claude(server: MCPServer) -> None:
     @server.tool(
         name="ask_claude",
         title="Ask a Claude model",

@@ -140,13 +140,21 @@ def _not_found(conversation_id: str) -> str:
     )
 
 
-def register_conversation_tools(server: MCPServer) -> None:
-    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
 
+
+def register_conversation_tools(server: MCPServer) -> None:
+    _register_list(server)
+    _register_get(server)
+    _register_delete(server)
+    _register_resource(server)
+
+
+def _register_list(server: MCPServer) -> None:
     @server.tool(
         name="list_conversations",
         title="List saved conversations",
-        annotations=read_only,
+        annotations=_READ_ONLY,
         description="List the saved conversations, the most recently updated first: id, title (the first prompt, "
         "shortened), providers and models used, turns, tokens and last update. Every ask_openai, ask_claude and "
         "ask_many result carries a `conversation_id`; pass it back to continue that conversation.",
@@ -162,10 +170,12 @@ def register_conversation_tools(server: MCPServer) -> None:
         result = ConversationList(conversations=[_info(s) for s in summaries], count=len(summaries))
         return success_result(result.model_dump_json(indent=2), result.model_dump(mode="json"))
 
+
+def _register_get(server: MCPServer) -> None:
     @server.tool(
         name="get_conversation",
         title="Read a saved conversation",
-        annotations=read_only,
+        annotations=_READ_ONLY,
         description="Read one saved conversation in full: every turn's provider, model, system text, prompt, files "
         "(paths and digests) and complete answer (never truncated), with token usage. Makes no model call.",
     )
@@ -182,6 +192,8 @@ def register_conversation_tools(server: MCPServer) -> None:
         detail = _detail(conversation)
         return success_result(_transcript(detail), detail.model_dump(mode="json"))
 
+
+def _register_delete(server: MCPServer) -> None:
     @server.tool(
         name="delete_conversation",
         title="Delete a saved conversation",
@@ -203,6 +215,8 @@ def register_conversation_tools(server: MCPServer) -> None:
         text = f"Deleted conversation {conversation_id}." if deleted else _not_found(conversation_id)
         return success_result(text, result.model_dump(mode="json"))
 
+
+def _register_resource(server: MCPServer) -> None:
     @server.resource(
         CONVERSATION_URI,
         name="conversation",
