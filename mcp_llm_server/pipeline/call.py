@@ -207,3 +207,12 @@ async def model_call(
         raise CallRefused("refused", str(exc)) from None
     except DeadlineExceeded as exc:
         raise deadline_refusal(exc) from None
+    except CallRefused:
+        raise
+    except Exception as exc:  # a bug: still a result that says what happened, never the SDK's generic error
+        logger.exception("%s failed unexpectedly", tool)
+        raise CallRefused(
+            "internal",
+            f"{tool} failed unexpectedly ({type(exc).__name__}: {exc}). This is a bug in the server, not in your "
+            "arguments; calling again may work. The server's log has the details.",
+        ) from None
