@@ -1,9 +1,12 @@
-"""Everything this server reads from the MCP SDK's request context, in one place.
+"""Everything this server reads from the MCP SDK beyond its public API, in one place.
 
-Most of it is public API. The one exception: whether the caller listens for progress. Over stdio and HTTP the
-request carries a progress token (`meta["progress_token"]`); the SDK's in-process dispatcher hands the caller's
-callback over directly and exposes it nowhere public, so `caller_listens` looks at its private dispatch context.
-tests/test_sdk_adapter.py fails loudly when that shape changes.
+- Whether the caller listens for progress. Over stdio and HTTP the request carries a progress token
+  (`meta["progress_token"]`); the SDK's in-process dispatcher hands the caller's callback over directly and exposes it
+  nowhere public, so `caller_listens` looks at its private dispatch context.
+- `MCPServer`'s registered tools (their input schemas are rewritten, some removed), its low-level server (extra
+  request handlers, serving stdio on our own stdin) and its default `prompts/get` handler.
+
+tests/test_sdk_adapter.py fails loudly when any of these shapes changes.
 """
 
 from __future__ import annotations
@@ -11,12 +14,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 
 from .progress import SendProgress
 from .state import AppState
 
-__all__ = ["OUTBOUND_PROGRESS_ATTRIBUTES", "app_state", "caller_listens", "caller_of", "progress_sender"]
+__all__ = [
+    "OUTBOUND_PROGRESS_ATTRIBUTES",
+    "app_state",
+    "caller_listens",
+    "caller_of",
+    "default_get_prompt",
+    "lowlevel_server",
+    "progress_sender",
+    "registered_tools",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +86,18 @@ def progress_sender(ctx: Context[AppState]) -> SendProgress | None:
             logger.debug("could not send a progress notification", exc_info=True)
 
     return send
+
+
+def registered_tools(server: MCPServer) -> list[Any]:
+    """The tools registered on `server` (the SDK's `Tool` objects, whose `parameters` is the input schema)."""
+    return list(server._tool_manager.list_tools())
+
+
+def lowlevel_server(server: MCPServer) -> Any:
+    """The low-level server under `server`: `add_request_handler`, `run`, `create_initialization_options`."""
+    return server._lowlevel_server
+
+
+def default_get_prompt(server: MCPServer) -> Any:
+    """`MCPServer`'s own `prompts/get` handler, `(ctx, params) -> GetPromptResult`."""
+    return server._handle_get_prompt

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from . import __version__
 from .arguments import argument_error
 from .logs import MCP_TO_PYTHON_LEVEL
+from .sdk_adapter import default_get_prompt, lowlevel_server, registered_tools
 from .settings import Settings
 from .state import AppState, app_lifespan
 from .surface import apply_tool_toggles, flatten_input_schemas
@@ -101,7 +102,7 @@ class _Server(MCPServer[AppState]):
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
-            tool = self._tool_manager.get_tool(name)
+            tool = next((t for t in registered_tools(self) if t.name == name), None)
             if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError) or tool is None:
                 raise
             fields = sorted({str(err["loc"][0]) for err in exc.__cause__.errors() if err["loc"]})
@@ -116,7 +117,7 @@ def _add_logging_handler(server: MCPServer) -> None:
         logging.getLogger("mcp_llm_server").setLevel(MCP_TO_PYTHON_LEVEL.get(params.level, logging.INFO))
         return types.EmptyResult()
 
-    server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    lowlevel_server(server).add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
 
 
 def _add_prompt_handler(server: MCPServer) -> None:
@@ -127,6 +128,7 @@ def _add_prompt_handler(server: MCPServer) -> None:
     ) -> types.GetPromptResult | types.InputRequiredResult:
         if params.name not in {prompt.name for prompt in await server.list_prompts()}:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
-        return await server._handle_get_prompt(ctx, params)
+        handled: types.GetPromptResult | types.InputRequiredResult = await default_get_prompt(server)(ctx, params)
+        return handled
 
-    server._lowlevel_server.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
+    lowlevel_server(server).add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)

@@ -19,6 +19,8 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 
+from .sdk_adapter import lowlevel_server
+
 __all__ = ["serve_stdio"]
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
 
 async def serve_stdio(server: MCPServer, *, max_message_bytes: int) -> None:
     """Serve until stdin closes or a signal arrives."""
-    lowlevel = server._lowlevel_server
+    lowlevel = lowlevel_server(server)
     async with anyio.create_task_group() as tg:
         if sys.platform != "win32":
             tg.start_soon(_cancel_on_signal, tg.cancel_scope)

@@ -25,6 +25,7 @@ from typing import Any
 
 from mcp.server import MCPServer
 
+from .sdk_adapter import registered_tools
 from .settings import Settings, SettingsError
 
 __all__ = ["apply_tool_toggles", "flat_schema", "flatten_input_schemas", "portable_schema"]
@@ -34,7 +35,7 @@ _NULL = {"type": "null"}
 
 def apply_tool_toggles(server: MCPServer, settings: Settings) -> None:
     """Remove the tools the settings do not expose; unknown names raise `SettingsError`."""
-    names = [tool.name for tool in server._tool_manager.list_tools()]
+    names = [tool.name for tool in registered_tools(server)]
     if settings.tools is not None:
         variable, chosen = "MCP_LLM_TOOLS", settings.tools
     else:
@@ -49,7 +50,7 @@ def apply_tool_toggles(server: MCPServer, settings: Settings) -> None:
 
 
 def flatten_input_schemas(server: MCPServer) -> None:
-    for tool in server._tool_manager.list_tools():
+    for tool in registered_tools(server):
         tool.parameters = portable_schema(flat_schema(tool.parameters))
 
 

@@ -63,3 +63,20 @@ async def test_caller_of_in_memory_is_stdio(make_settings: SettingsFactory) -> N
     async with Client(server, raise_exceptions=True) as client:
         await client.call_tool("who", {})
     assert calls == ["stdio"]
+
+
+def test_the_server_internals_the_adapter_reads_are_there() -> None:
+    """`MCPServer`'s tool manager, low-level server and default prompts/get handler, which the server uses to rewrite
+    input schemas, add request handlers and serve stdio on its own stdin."""
+    server = MCPServer("probe")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        return text
+
+    tools = sdk_adapter.registered_tools(server)
+    assert [tool.name for tool in tools] == ["echo"] and isinstance(tools[0].parameters, dict)
+    lowlevel = sdk_adapter.lowlevel_server(server)
+    for method in ("add_request_handler", "run", "create_initialization_options"):
+        assert callable(getattr(lowlevel, method)), method
+    assert callable(sdk_adapter.default_get_prompt(server))
