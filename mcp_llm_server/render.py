@@ -86,15 +86,20 @@ def answer_result(state: AppState, structured: dict[str, Any]) -> CallToolResult
 
 
 def cap_answers(answers: Sequence[TargetAnswer], cap: int, conversation_id: str | None) -> None:
-    """Cut the answers of a fan-out, in place, so their texts together fit in `cap`."""
-    texts = [answer.text or "" for answer in answers]
+    """Cut the answers of a fan-out, in place, so their texts (a failed target's: its partial answer) together fit in
+    `cap`."""
+    texts = [answer.error.partial_text if answer.error else answer.text or "" for answer in answers]
     for answer, text, keep in zip(answers, texts, answer_budgets([len(t) for t in texts], cap), strict=True):
         cut = truncate_answer(text, keep, cap=cap, conversation_id=conversation_id)
-        if cut.note is not None:
+        if cut.note is None:
+            continue
+        if answer.error:
+            answer.error.partial_text = cut.text
+        else:
             answer.text = cut.text
-            answer.truncated = True
-            answer.omitted_chars = cut.omitted_chars
-            answer.truncation_note = cut.note
+        answer.truncated = True
+        answer.omitted_chars = cut.omitted_chars
+        answer.truncation_note = cut.note
 
 
 ERROR_META_KEY = "mcp-llm-server/error"

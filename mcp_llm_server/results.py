@@ -91,8 +91,11 @@ class TargetAnswer(BaseModel):
     provider: str = Field(description="`openai` or `anthropic`.")
     model: str = Field(description="The model that answered as the provider named it, or the model asked for.")
     text: str | None = Field(description="The answer; null when this target failed.")
-    truncated: bool = Field(default=False, description="Whether `text` was cut to the server's output cap.")
-    omitted_chars: int = Field(default=0, description="Characters cut from the end of `text`.")
+    truncated: bool = Field(
+        default=False,
+        description="Whether `text` (for a failed target, `error.partial_text`) was cut to the server's output cap.",
+    )
+    omitted_chars: int = Field(default=0, description="Characters cut from the end of it.")
     truncation_note: str | None = Field(
         default=None, description="How much was cut, and where to read the whole answer (null when nothing was)."
     )

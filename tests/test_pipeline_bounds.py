@@ -248,3 +248,18 @@ async def test_progress_never_shows_a_piece_of_the_key(make_settings: SettingsFa
     assert len(seen) > 10
     leaked = [m for m in seen if any(piece in m for piece in pieces)]
     assert not leaked, leaked
+
+
+async def test_fanout_partial_answers_are_held_to_the_output_cap(
+    make_settings: SettingsFactory, standin: StandIn
+) -> None:
+    """ask_many whose targets' streams run away: their partial answers (in the text and the structured content) are
+    cut together to the output cap, like answers."""
+    standin.script(Reply.endless("x" * 200), Reply.endless("x" * 200))
+    settings = make_settings(max_output_chars=4_000)
+    async with Client(build_server(settings), raise_exceptions=True) as client:
+        result = await client.call_tool("ask_many", {"prompt": "go", "targets": ["openai", "anthropic"]})
+    assert result.is_error and result.structured_content is not None
+    partials = [answer["error"]["partial_text"] for answer in result.structured_content["answers"]]
+    assert all(partials) and sum(len(p) for p in partials) <= 4_000
+    assert len(text_of(result)) < 6_000

@@ -191,6 +191,8 @@ def _render(result: AskManyResult) -> str:
             lines.append(answer.error.message)
             if answer.error.partial_text:
                 lines.append(f"\nPartial answer received before the failure:\n{answer.error.partial_text}")
+            if answer.truncation_note:
+                lines.append(f"\n{answer.truncation_note}")
     return "\n".join(lines)
 
 
