@@ -114,26 +114,31 @@ async def test_half_open_connections_do_not_lock_clients_out(crowded: HttpServer
             writer.close()
 
 
-@pytest.mark.anyio
-async def test_headers_must_complete_in_time(strict: HttpServer) -> None:
-    """A connection that trickles its headers a byte at a time is closed (408) once the header deadline passes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", strict.port)
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, filler: bytes) -> tuple[float, bytes]:
+    """Send `filler` a byte every 0.3 s until the server closes (or CUT_WITHIN_S): the time it took and what came."""
     start = time.monotonic()
     response = b""
     try:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         while time.monotonic() - start < CUT_WITHIN_S:
             with anyio.move_on_after(0.3):
                 data = await reader.read(4096)
                 if not data:
                     break
                 response += data
-            writer.write(b"X")
+            writer.write(filler)
     except OSError:
         pass
     finally:
         writer.close()
-    elapsed = time.monotonic() - start
+    return time.monotonic() - start, response
+
+
+@pytest.mark.anyio
+async def test_headers_must_complete_in_time(strict: HttpServer) -> None:
+    """A connection that trickles its headers a byte at a time is closed (408) once the header deadline passes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    elapsed, response = await trickle(reader, writer, b"X")
     assert SHORT_S * 0.9 <= elapsed < CUT_WITHIN_S, f"not cut in {elapsed:.1f} s"
     assert response.startswith(b"HTTP/1.1 408"), response
 
@@ -147,21 +152,7 @@ async def test_slow_body_with_a_valid_token_is_cut(strict: HttpServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", strict.port)
     head = "".join(f"{name}: {value}\r\n" for name, value in MCP_HEADERS.items())
     writer.write(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Length: 10000\r\n\r\n{{".encode())
-    start = time.monotonic()
-    response = b""
-    try:
-        while time.monotonic() - start < CUT_WITHIN_S:
-            with anyio.move_on_after(0.3):
-                data = await reader.read(4096)
-                if not data:
-                    break
-                response += data
-            writer.write(b" ")
-    except OSError:
-        pass
-    finally:
-        writer.close()
-    elapsed = time.monotonic() - start
+    elapsed, response = await trickle(reader, writer, b" ")
     assert SHORT_S * 0.9 <= elapsed < CUT_WITHIN_S, f"not cut in {elapsed:.1f} s"
     assert response.startswith(b"HTTP/1.1 408"), response
     assert b"request body not received" in response

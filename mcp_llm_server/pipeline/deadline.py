@@ -35,9 +35,6 @@ class Deadline:
     def remaining(self) -> float:
         return max(self.ends_at - anyio.current_time(), 0.0)
 
-    def elapsed(self) -> float:
-        return self.limit_s - (self.ends_at - anyio.current_time())
-
     @contextmanager
     def bound(self, doing: str) -> Iterator[None]:
         """Run the block within the deadline; raise `DeadlineExceeded` naming `doing` when it runs out."""

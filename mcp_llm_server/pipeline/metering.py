@@ -36,10 +36,9 @@ class Metered:
 
 
 def refusal_details(refused: BudgetExceeded) -> dict[str, Any]:
+    """What a budget refusal adds to its `CallRefused` details (which carry the kind and the message)."""
     cap = refused.cap
     return {
-        "kind": "budget_exceeded",
-        "message": str(refused),
         "scope": cap.scope,
         "period": cap.period,
         "cap_usd": cap.cap_nanos / NANOS_PER_USD,
