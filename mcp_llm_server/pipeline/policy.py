@@ -18,6 +18,7 @@ __all__ = [
     "answer_char_cap",
     "budget_caps",
     "call_limits",
+    "retry_policy",
     "worst_case_nanos",
 ]
 
@@ -33,16 +34,20 @@ class CallLimits:
     policy: RetryPolicy
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_initial_s=settings.backoff_initial_s,
+        backoff_max_s=settings.backoff_max_s,
+        retry_after_max_s=settings.retry_after_max_s,
+    )
+
+
 def call_limits(settings: Settings, timeout_s: float | None) -> CallLimits:
     return CallLimits(
         timeout_s=min(timeout_s or settings.call_timeout_s, settings.max_call_timeout_s),
         stall_s=settings.stall_timeout_s,
-        policy=RetryPolicy(
-            max_attempts=settings.max_attempts,
-            backoff_initial_s=settings.backoff_initial_s,
-            backoff_max_s=settings.backoff_max_s,
-            retry_after_max_s=settings.retry_after_max_s,
-        ),
+        policy=retry_policy(settings),
     )
 
 

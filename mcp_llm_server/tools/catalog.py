@@ -16,6 +16,7 @@ Never a key, and only the host of a base URL (a path or user info may carry secr
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from ..aliases import resolve_alias
 from ..model_catalog import ModelListing
+from ..pipeline.policy import retry_policy
 from ..sdk_adapter import app_state
 from ..settings import Settings
 from ..state import AppState, ProviderSlot, build_state
@@ -185,12 +187,7 @@ def _limits(settings: Settings, listings: dict[str, ModelListing]) -> dict[str, 
             connect_timeout_s=s.connect_timeout_s,
             stall_timeout_s=s.stall_timeout_s,
         ),
-        retries=RetryPolicyInfo(
-            max_attempts=s.max_attempts,
-            backoff_initial_s=s.backoff_initial_s,
-            backoff_max_s=s.backoff_max_s,
-            retry_after_max_s=s.retry_after_max_s,
-        ),
+        retries=RetryPolicyInfo(**asdict(retry_policy(s))),
     )
 
 
