@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from .providers.base import Usage
 
-__all__ = ["AskManyResult", "AskResult", "TargetAnswer", "TargetError", "TokenUsage"]
+__all__ = ["AskManyResult", "AskResult", "DetachFields", "TargetAnswer", "TargetError", "TokenUsage"]
 
 
 class TokenUsage(BaseModel):
@@ -36,7 +36,23 @@ class TokenUsage(BaseModel):
         )
 
 
-class AskResult(BaseModel):
+class DetachFields(BaseModel):
+    """How a model tool's result says whether it is whole, or the call goes on in the server (it detached)."""
+
+    status: Literal["complete", "running"] = Field(
+        default="complete",
+        description="`complete`: the whole result. `running`: the call outlived MCP_LLM_DETACH_AFTER_S and goes on "
+        "in the server; the answer text is what was written so far: call get_answer with `answer_id` for the rest.",
+    )
+    answer_id: str | None = Field(
+        default=None,
+        description="Set when the call detached from its request: get_answer and cancel_answer take it.",
+    )
+    elapsed_s: float | None = Field(default=None, description="Seconds since the call started (running results).")
+    next_step: str | None = Field(default=None, description="What to do next (running results).")
+
+
+class AskResult(DetachFields):
     text: str = Field(description="The model's answer.")
     truncated: bool = Field(default=False, description="Whether `text` was cut to the server's output cap.")
     omitted_chars: int = Field(default=0, description="Characters cut from the end of `text`.")
@@ -113,7 +129,7 @@ class TargetAnswer(BaseModel):
     error: TargetError | None = Field(description="Why this target failed; null when it answered.")
 
 
-class AskManyResult(BaseModel):
+class AskManyResult(DetachFields):
     answers: list[TargetAnswer] = Field(description="One entry per target, in the order the targets were given.")
     succeeded: int = Field(description="Targets that answered.")
     failed: int = Field(description="Targets that failed (their entries carry `error`).")

@@ -23,6 +23,7 @@ from .sdk_adapter import default_get_prompt, lowlevel_server, registered_tools
 from .settings import Settings
 from .state import AppState, app_lifespan
 from .surface import apply_tool_toggles, flatten_input_schemas
+from .tools.answers import register_answer_tools
 from .tools.ask import register_ask_tools
 from .tools.catalog import register_catalog
 from .tools.conversations import register_conversation_tools
@@ -48,7 +49,10 @@ models, default model and the aliases `model` accepts (`fast`...). Answers over 
 Every ask result carries a `conversation_id`: pass it back to continue that conversation (its earlier turns are
 sent to the model, whichever provider answered them); `list_conversations`, `get_conversation` and
 `delete_conversation` manage them. `files` (paths) sends files' text with the prompt, read by the server.
-Results carry `cost_usd`; `usage_report` shows today's and this month's spend. A call over a budget is refused."""
+Results carry `cost_usd`; `usage_report` shows today's and this month's spend. A call over a budget is refused.
+A model call still working after MCP_LLM_DETACH_AFTER_S (50 s by default) returns `status: running` with an
+`answer_id` and the text so far, and goes on in the server: call `get_answer` with that id for the whole result
+(`cancel_answer` stops it)."""
 
 
 def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) -> MCPServer:
@@ -81,6 +85,7 @@ def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) 
     register_ask_tools(server)
     register_extract_tool(server)
     register_fanout_tool(server)
+    register_answer_tools(server)
     register_catalog(server, settings)
     register_conversation_tools(server)
     register_usage_tools(server, lambda: running[-1] if running else None)

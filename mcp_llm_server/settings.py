@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3)
     max_call_timeout_s: float = Field(default=3600.0, gt=0, le=86_400)
+    # A model tool still working after this long returns `status: running` with an `answer_id` (fetched later with
+    # get_answer) instead of outliving the host's request timeout; 0: never detach.
+    detach_after_s: float = Field(default=50.0, ge=0, le=3600)
+    max_detached: int = Field(default=16, ge=1, le=10_000)  # detached answers running at once in one process
 
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff_initial_s: float = Field(default=0.5, ge=0, le=60)

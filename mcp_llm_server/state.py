@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .answers import Detacher
 from .clients import LazyClient
 from .errors import ProviderNotConfigured
 from .files import FileLimits
@@ -25,7 +26,7 @@ from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
 from .settings import Settings
-from .store import ConversationStore, Database, SpendStore
+from .store import AnswerStore, ConversationStore, Database, SpendStore
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -68,6 +69,7 @@ class AppState:
     file_limits: FileLimits
     pricing: Pricing
     spend: SpendStore
+    detacher: Detacher  # runs the model tools' calls; detached ones are fetched later by id
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -138,6 +140,7 @@ def build_state(settings: Settings, *, clock: Callable[[], float] = time.time) -
     openai_slot, openai_client = _openai_slot(settings)
     anthropic_slot, anthropic_client = _anthropic_slot(settings)
     conversations = _conversation_store(settings)
+    answers = AnswerStore(conversations.db, max_age_s=conversations.max_age_s)  # real time: heartbeats
     return AppState(
         settings=settings,
         slots={"openai": openai_slot, "anthropic": anthropic_slot},
@@ -149,6 +152,7 @@ def build_state(settings: Settings, *, clock: Callable[[], float] = time.time) -
         file_limits=_file_limits(settings),
         pricing=Pricing(settings.model_prices, settings.unknown_model_price),
         spend=SpendStore(conversations.db, clock=clock),
+        detacher=Detacher(answers, detach_after_s=settings.detach_after_s, max_detached=settings.max_detached),
     )
 
 
@@ -191,7 +195,8 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
         timer.daemon = True
         timer.start()
     try:
-        yield state
+        async with state.detacher.running():
+            yield state
     finally:
         if modules:
             timer.cancel()

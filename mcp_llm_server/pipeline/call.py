@@ -18,6 +18,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 
 from ..aliases import AliasMismatch, model_for
+from ..answers import AnswerJob, RecordingFanout, RecordingProgress, current_job
 from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import FanoutProgress, Progress, SendProgress, fanout_relay, progress_relay
 from ..providers.base import LLMRequest, Provider, ProviderId
@@ -25,12 +26,12 @@ from ..render import error_result
 from ..sdk_adapter import app_state, caller_of, progress_sender
 from ..settings import Settings
 from ..state import AppState, ProviderSlot
-from ..store import BudgetExceeded, NewTurn, StoreError
+from ..store import BudgetExceeded, NewTurn, Reservation, StoreError
 from .context import CallContext, ContextRefused, prepare_context
 from .deadline import Deadline, DeadlineExceeded
 from .metering import Meter, Metered, refusal_details
 from .policy import CallLimits, budget_caps, call_limits
-from .run import run_call
+from .run import Consumed, run_call
 
 __all__ = ["CallRefused", "ModelCall", "deadline_refusal", "model_call", "refusal_result"]
 
@@ -69,6 +70,7 @@ class ModelCall:
     caller: str
     send: SendProgress | None
     saves_turns: bool = True  # False: the ledger rows name no conversation (extract_json keeps none)
+    job: AnswerJob | None = None  # set when the call runs as a job that may detach from its request
     notes: list[str] = field(default_factory=list)  # what went wrong around the answers (their cost not recorded)
 
     @property
@@ -135,12 +137,23 @@ class ModelCall:
             ) from None
         except DeadlineExceeded as exc:
             raise deadline_refusal(exc) from None
+        consumed = Consumed()
+        started = anyio.current_time()
         try:
             outcome = await run_call(
-                provider, request, limiter=slot.limiter, limits=self.limits, deadline=self.deadline, progress=progress
+                provider,
+                request,
+                limiter=slot.limiter,
+                limits=self.limits,
+                deadline=self.deadline,
+                progress=progress,
+                consumed=consumed,
             )
         except BaseException as exc:
-            await meter.release(reservation)
+            if isinstance(exc, anyio.get_cancelled_exc_class()) and consumed.requests:
+                await self._charge_cut_short(meter, reservation, provider_id, request, consumed, started)
+            else:
+                await meter.release(reservation)
             if isinstance(exc, UpstreamFailure):
                 exc.partial_text = self.state.redact(exc.partial_text)
             raise
@@ -150,6 +163,29 @@ class ModelCall:
         if metered.note and metered.note not in self.notes:
             self.notes.append(metered.note)
         return metered
+
+    async def _charge_cut_short(
+        self,
+        meter: Meter,
+        reservation: Reservation,
+        provider_id: ProviderId,
+        request: LLMRequest,
+        consumed: Consumed,
+        started: float,
+    ) -> None:
+        """A cancelled answer still cost what it consumed: charge an estimate (ledger row, budgets), and tell the
+        job, whose result reports it."""
+        latency_ms = round((anyio.current_time() - started) * 1000.0, 1)
+        metered = await meter.settle_consumed(reservation, provider_id, request, consumed, latency_ms)
+        if self.job is None:
+            return
+        usage = metered.outcome.completion.usage
+        cost = f"${metered.cost.usd_float:.6f}" if metered.cost.usd_float is not None else "an unknown price"
+        self.job.charges.append(
+            f"{self.state.slots[provider_id].label} {request.model}: about {usage.input_tokens:,} input and "
+            f"{usage.output_tokens:,} output tokens (estimated: the stream was closed before the provider reported "
+            f"usage), {cost}" + (f"; {metered.note}" if metered.note else "")
+        )
 
     def _relay_options(self) -> dict[str, Any]:
         s = self.settings
@@ -161,12 +197,15 @@ class ModelCall:
         }
 
     def progress(self, waiting_for: str, prefix: str = "") -> AbstractAsyncContextManager[Progress]:
-        """The progress relay of one answer (a no-op when the caller listens for none)."""
-        return progress_relay(self.send, prefix=prefix, waiting_for=waiting_for, **self._relay_options())
+        """The progress relay of one answer (a no-op when the caller listens for none and the call cannot detach);
+        a job records the answer's text too, labelled `waiting_for`."""
+        relay = progress_relay(self.send, prefix=prefix, waiting_for=waiting_for, **self._relay_options())
+        return relay if self.job is None else _recording(relay, self.job, waiting_for)
 
     def fanout_progress(self) -> AbstractAsyncContextManager[FanoutProgress]:
-        """One progress relay for several answers at once (`ask_many`)."""
-        return fanout_relay(self.send, **self._relay_options())
+        """One progress relay for several answers at once (`ask_many`); a job records each target's text."""
+        relay = fanout_relay(self.send, **self._relay_options())
+        return relay if self.job is None else _recording_fanout(relay, self.job)
 
     async def save(self, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
         """Save the turns (a paid answer is saved even past the deadline, within a grace); the conversation id
@@ -176,6 +215,22 @@ class ModelCall:
         if scope.cancelled_caught:
             return None, "This answer could not be saved in time (the database did not answer); it is complete here."
         return saved
+
+
+@asynccontextmanager
+async def _recording(
+    relay: AbstractAsyncContextManager[Progress], job: AnswerJob, label: str
+) -> AsyncIterator[Progress]:
+    async with relay as progress:
+        yield RecordingProgress(progress, job.open_partial(label))
+
+
+@asynccontextmanager
+async def _recording_fanout(
+    relay: AbstractAsyncContextManager[FanoutProgress], job: AnswerJob
+) -> AsyncIterator[FanoutProgress]:
+    async with relay as progress:
+        yield RecordingFanout(progress, job)
 
 
 @asynccontextmanager
@@ -196,12 +251,15 @@ async def model_call(
     state = app_state(ctx)
     limits = call_limits(state.settings, timeout_s)
     deadline = Deadline.start(limits.timeout_s)
+    job = current_job()
+    # A job's progress goes to whoever listens now: the request that started it, later a get_answer waiting for it.
+    send = job.send if job is not None else progress_sender(ctx)
     try:
         async with prepare_context(
             state, deadline, conversation_id=conversation_id, system=system, files=files, client_roots=client_roots
         ) as context:
             yield ModelCall(
-                state, tool, deadline, limits, context, caller_of(ctx), progress_sender(ctx), saves_turns=saves_turns
+                state, tool, deadline, limits, context, caller_of(ctx), send, saves_turns=saves_turns, job=job
             )
     except ContextRefused as exc:
         raise CallRefused("refused", str(exc)) from None

@@ -13,11 +13,11 @@ from typing import Any
 
 import anyio
 
-from ..pricing import NANOS_PER_USD, Cost, Pricing, priced_input_tokens
-from ..providers.base import Completion, LLMRequest, ProviderId
+from ..pricing import NANOS_PER_USD, Cost, Pricing, estimate_input_tokens, priced_input_tokens
+from ..providers.base import Completion, LLMRequest, ProviderId, Usage
 from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore, StoreError
 from .policy import worst_case_nanos
-from .run import CallOutcome
+from .run import CallOutcome, Consumed
 
 __all__ = ["BudgetExceeded", "Meter", "Metered", "refusal_details"]
 
@@ -87,6 +87,22 @@ class Meter:
         with anyio.CancelScope(shield=True):
             failure = await self._settle(reservation, actual, self._entry(provider_id, completion, cost))
         return Metered(outcome, cost, failure)
+
+    async def settle_consumed(
+        self,
+        reservation: Reservation,
+        provider_id: ProviderId,
+        request: LLMRequest,
+        consumed: Consumed,
+        latency_ms: float,
+    ) -> Metered:
+        """Settle a cancelled answer at an estimate of what it consumed (no usage came back): its input, and the
+        text and reasoning that had streamed, at 4 characters a token."""
+        output_chars = len(consumed.text) + consumed.reasoning_chars
+        usage = Usage(input_tokens=estimate_input_tokens(request), output_tokens=-(-output_chars // 4))
+        completion = Completion(text=consumed.text, model=request.model, stop_reason="cancelled", usage=usage)
+        outcome = CallOutcome(completion, consumed.requests, latency_ms)
+        return await self.settle(reservation, provider_id, request, outcome)
 
     def _entry(self, provider_id: ProviderId, completion: Completion, cost: Cost) -> LedgerEntry:
         usage = completion.usage

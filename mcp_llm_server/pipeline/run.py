@@ -15,7 +15,7 @@ from ..resilience import run_with_retries
 from .deadline import Deadline
 from .policy import CallLimits, answer_char_cap
 
-__all__ = ["CallOutcome", "run_call"]
+__all__ = ["CallOutcome", "Consumed", "run_call"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,15 @@ class CallOutcome:
     completion: Completion
     attempts: int
     latency_ms: float
+
+
+@dataclass(slots=True)
+class Consumed:
+    """What an answer cut short (cancelled) had consumed: whether a request went out, and what streamed back."""
+
+    requests: int = 0
+    text: str = ""
+    reasoning_chars: int = 0
 
 
 # An upstream faster than the server reads can keep a stream's task busy without ever suspending (the socket
@@ -42,6 +51,7 @@ class _CollectingSink:
         self._deltas = 0
         self.parts: list[str] = []
         self.chars = 0
+        self.reasoning_chars = 0
 
     async def _share_the_loop(self) -> None:
         self._deltas += 1
@@ -71,6 +81,7 @@ class _CollectingSink:
     async def reasoning(self, delta: str) -> None:
         # Not part of the answer: a failure after reasoning alone is still retried.
         await self._share_the_loop()
+        self.reasoning_chars += len(delta)
         self._progress.reasoning(delta)
 
 
@@ -92,10 +103,12 @@ async def run_call(
     limits: CallLimits,
     deadline: Deadline,
     progress: Progress,
+    consumed: Consumed | None = None,
 ) -> CallOutcome:
     """Stream one answer; raise `UpstreamFailure` (with attempts and any partial text) when it cannot be had.
 
-    Retries happen only before the first delta was forwarded: after that a failure ends the call.
+    Retries happen only before the first delta was forwarded: after that a failure ends the call. Cancelled, it
+    fills `consumed` with what the answer had consumed.
     """
     started = anyio.current_time()
     sink = _CollectingSink(progress, answer_char_cap(request), provider.label)
@@ -109,6 +122,8 @@ async def run_call(
         waiting_for_slot = True
         async with limiter:
             waiting_for_slot = False
+            if consumed is not None:
+                consumed.requests = number
             try:
                 return await provider.stream(request, sink, stall_s=limits.stall_s)
             except UpstreamFailure as failure:
@@ -128,6 +143,11 @@ async def run_call(
             completion, attempts = await run_with_retries(
                 attempt, limits.policy, deadline=deadline.ends_at, on_retry=announce_retry
             )
+    except anyio.get_cancelled_exc_class():
+        if consumed is not None:
+            consumed.text = "".join(sink.parts)
+            consumed.reasoning_chars = sink.reasoning_chars
+        raise
     except TimeoutError:
         hint = "Too many calls are running at once: call again in a little while, or with a larger timeout_s."
         raise UpstreamFailure(

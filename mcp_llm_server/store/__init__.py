@@ -3,6 +3,7 @@ built on it (`ConversationStore`). SQLAlchemy is imported only when the database
 does not pay for it.
 """
 
+from .answers import AnswerStatus, AnswerStore, StoredAnswer
 from .conversations import (
     Conversation,
     ConversationStore,
@@ -16,6 +17,8 @@ from .db import Database, StoreError, default_database_url
 from .spend import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SettlementFailed, SpendStore
 
 __all__ = [
+    "AnswerStatus",
+    "AnswerStore",
     "BudgetCap",
     "BudgetExceeded",
     "Conversation",
@@ -28,6 +31,7 @@ __all__ = [
     "SettlementFailed",
     "SpendStore",
     "StoreError",
+    "StoredAnswer",
     "StoredFile",
     "StoredTurn",
     "default_database_url",

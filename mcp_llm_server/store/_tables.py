@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Dialect,
@@ -138,12 +139,35 @@ budget_holds = Table(
 )
 
 
+# Detached answers: a model call that outlived `MCP_LLM_DETACH_AFTER_S`, fetched or cancelled later by id, from any
+# process on the database. `owner` is the process running it (`host:pid:nonce`); it writes `partials` and
+# `heartbeat_at` about once a second while running and reads `cancel_requested`. `result` is the finished tool
+# result (a CallToolResult as JSON). Shaped so it could back the MCP tasks extension later (id, status, result).
+answers = Table(
+    "answers",
+    metadata,
+    Column("id", _String(48), primary_key=True),
+    Column("tool", _String(64), nullable=False),
+    Column("caller", _String(128), nullable=False),
+    Column("status", _String(16), nullable=False),  # running, complete, cancelled, interrupted
+    Column("owner", _String(200), nullable=False),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("view", JSON, nullable=False),  # what the tool's `running` result is drawn from (provider, model...)
+    Column("partials", JSON, nullable=False),  # {label: partial text so far}
+    Column("result", JSON, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False),
+)
+
+
 def prepare(conn: Connection, where: str) -> None:
     """Check the schema version (refuse a newer one), create the tables that are missing, record the version.
 
     Migrations only add tables so far, which `create_all` does: version 1 (conversations) to 2 (ledger, budget
     windows), 2 to 3 (budget_holds: reservations with a lease; a version-2 process's reservations were added to
-    `spent_nanos`, which stays the settled spend here, so both can share a database during an upgrade).
+    `spent_nanos`, which stays the settled spend here, so both can share a database during an upgrade), 3 to 4
+    (answers: detached calls).
     """
     if conn.dialect.name == "postgresql":
         # Replicas starting together on an empty database: one creates the tables, the others wait, then see them.

@@ -19,6 +19,7 @@ from ..render import answer_result, error_result
 from ..results import AskResult, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
+from .detached import detachable
 from .params import ConversationId, Files, MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
 __all__ = ["TOOL_NAMES", "ask", "register_ask_tools"]
@@ -145,19 +146,25 @@ def _register_ask_openai(server: MCPServer) -> None:
         conversation_id: ConversationId = None,
         files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
-        return await ask(
+        view = {"provider": "openai", "model": model or app_state(ctx).slots["openai"].default_model}
+        return await detachable(
             ctx,
-            "openai",
-            prompt=prompt,
-            system=system,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            timeout_s=timeout_s,
-            reasoning_effort=reasoning_effort,
-            conversation_id=conversation_id,
-            files=files,
-            client_roots=root_paths(client_roots),
+            "ask_openai",
+            view,
+            lambda: ask(
+                ctx,
+                "openai",
+                prompt=prompt,
+                system=system,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+                conversation_id=conversation_id,
+                files=files,
+                client_roots=root_paths(client_roots),
+            ),
         )
 
 
@@ -183,17 +190,23 @@ def _register_ask_claude(server: MCPServer) -> None:
         files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
         # No temperature: the Anthropic SDK 2.x Messages API no longer takes one.
-        return await ask(
+        view = {"provider": "anthropic", "model": model or app_state(ctx).slots["anthropic"].default_model}
+        return await detachable(
             ctx,
-            "anthropic",
-            prompt=prompt,
-            system=system,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=None,
-            timeout_s=timeout_s,
-            reasoning_effort=reasoning_effort,
-            conversation_id=conversation_id,
-            files=files,
-            client_roots=root_paths(client_roots),
+            "ask_claude",
+            view,
+            lambda: ask(
+                ctx,
+                "anthropic",
+                prompt=prompt,
+                system=system,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=None,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+                conversation_id=conversation_id,
+                files=files,
+                client_roots=root_paths(client_roots),
+            ),
         )

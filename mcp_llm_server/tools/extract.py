@@ -31,6 +31,7 @@ from ..providers.base import OutputFormat, ProviderId
 from ..render import error_result
 from ..sdk_adapter import app_state
 from ..state import AppState
+from .detached import detachable
 from .params import Files, Model, TimeoutS
 
 if TYPE_CHECKING:  # `jsonschema` is imported on the first call: the server must list its tools fast
@@ -381,15 +382,21 @@ def register_extract_tool(server: MCPServer) -> None:
         timeout_s: TimeoutS = None,
         files: Files = None,
     ) -> CallToolResult:
-        return await extract_json(
+        view = {"provider": provider, "model": model}
+        return await detachable(
             ctx,
-            text=text,
-            schema=schema,
-            instructions=instructions,
-            provider=provider,
-            model=model,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            files=files,
-            client_roots=root_paths(client_roots),
+            "extract_json",
+            view,
+            lambda: extract_json(
+                ctx,
+                text=text,
+                schema=schema,
+                instructions=instructions,
+                provider=provider,
+                model=model,
+                max_attempts=max_attempts,
+                timeout_s=timeout_s,
+                files=files,
+                client_roots=root_paths(client_roots),
+            ),
         )

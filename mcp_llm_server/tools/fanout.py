@@ -31,6 +31,7 @@ from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import NewTurn, StoredFile
+from .detached import detachable
 from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
@@ -327,15 +328,20 @@ def register_fanout_tool(server: MCPServer) -> None:
         conversation_id: ConversationId = None,
         files: Files = None,
     ) -> Annotated[CallToolResult, AskManyResult]:
-        return await _ask_many(
+        return await detachable(
             ctx,
-            prompt=prompt,
-            targets=targets,
-            system=system,
-            max_tokens=max_tokens,
-            timeout_s=timeout_s,
-            reasoning_effort=reasoning_effort,
-            conversation_id=conversation_id,
-            files=files,
-            client_roots=root_paths(client_roots),
+            "ask_many",
+            {"targets": targets},
+            lambda: _ask_many(
+                ctx,
+                prompt=prompt,
+                targets=targets,
+                system=system,
+                max_tokens=max_tokens,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+                conversation_id=conversation_id,
+                files=files,
+                client_roots=root_paths(client_roots),
+            ),
         )
