@@ -30,6 +30,7 @@ _APP_NAME = "mcp-llm-server"
 _PREPARE_TRIES = 3
 _BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another one; `?timeout=SECONDS` in the URL changes it
 _DETAIL_CHARS = 300
+_CLOSE_WITHIN_S = 5.0
 
 FailureKind = Literal["locked", "unavailable", "lost", "refused", "conflict", "schema", "failed"]
 _TRANSIENT: frozenset[str] = frozenset({"locked", "unavailable", "lost"})
@@ -220,9 +221,12 @@ class Database:
             raise self.failure(exc) from None
 
     async def aclose(self) -> None:
+        """Close the connections, even during a shutdown that cancels everything (a cancelled close leaves a driver
+        thread behind and a traceback in the log); 5 s at most."""
         if self._engine is not None:
             engine, self._engine = self._engine, None
-            await engine.dispose()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_WITHIN_S):
+                await engine.dispose()
 
 
 def _classify(exc: BaseException) -> tuple[FailureKind, str]:
