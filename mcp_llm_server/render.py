@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.types import CallToolResult, TextContent
 
 from .results import TargetAnswer
-from .state import AppState
+
+if TYPE_CHECKING:  # state imports the answers package, which uses `answer_budgets`
+    from .state import AppState
 
 __all__ = [
     "ERROR_META_KEY",

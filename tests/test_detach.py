@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
-from conftest import SettingsFactory, error_details, text_of
+from conftest import SettingsFactory, error_details, server_env, text_of
 from helpers import ProgressLog, connect, finished, ok, wait_until, words
+from http_server import running_http_server
 from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
@@ -164,6 +165,7 @@ async def test_shutdown_interrupts_a_detached_answer_and_a_restart_says_so(
     error = error_details(result)["error"]
     assert error["kind"] == "interrupted" and error["partial_text"].startswith("w0 ")
     assert "interrupted" in text_of(result)
+    assert error["charges"] and len(_ledger_rows(tmp_path)) == 1  # a graceful shutdown charges what was consumed
 
 
 async def test_too_many_detached_refuses_a_new_call(standin: StandIn, make_settings: SettingsFactory) -> None:
@@ -218,3 +220,25 @@ async def test_every_model_tool_detaches(standin: StandIn, make_settings: Settin
         assert schemas[tool] is not None
         jsonschema.validate(fetched.structured_content, schemas[tool])
         assert fetched.structured_content["succeeded"] == 2
+
+
+async def test_over_stateless_http_a_detached_answer_is_fetched_on_a_new_connection(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """Over Streamable HTTP (stateless, as replicas run): progress streams until the call detaches, and get_answer on
+    another connection returns the whole answer."""
+    standin.script(Reply(text="warm"), Reply(chunks=words(60), chunk_delay_s=SLOW))
+    env = server_env(standin, MCP_LLM_DETACH_AFTER_S="1", MCP_LLM_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    with running_http_server(env, tmp_path, "--stateless") as server:
+        async with Client(server.mcp_url) as client:
+            assert not (await client.call_tool("ask_openai", {"prompt": "warm up"})).is_error
+            log = ProgressLog()
+            running = ok(await client.call_tool("ask_openai", {"prompt": "x"}, progress_callback=log))
+        assert running["status"] == "running" and log.messages  # progress reached the client before the detach
+        async with Client(server.mcp_url) as other:
+            with anyio.fail_after(30):
+                while (fetched := ok(await other.call_tool("get_answer", {"answer_id": running["answer_id"]})))[
+                    "status"
+                ] != "complete":
+                    pass
+    assert fetched["text"] == "".join(words(60))

@@ -17,6 +17,7 @@ import anyio
 from mcp.types import CallToolResult
 
 from ..progress import FanoutProgress, Progress, SendProgress
+from ..render import answer_budgets
 
 __all__ = [
     "AnswerJob",
@@ -44,6 +45,8 @@ def new_answer_id() -> str:
 
 class PartialText:
     """One stream's answer text so far, at most `cap` characters of it (no more is ever shown while running)."""
+
+    __slots__ = ("_cap", "_chars", "_job", "_parts")
 
     def __init__(self, job: AnswerJob, cap: int) -> None:
         self._job = job
@@ -125,8 +128,11 @@ class AnswerJob:
         return partial
 
     def partials(self) -> dict[str, str]:
-        """Each stream's text so far, with the server's secrets masked."""
-        return {label: self._redact(partial.text()) for label, partial in self._partials.items()}
+        """Each stream's text so far, with the server's secrets masked; together at most the output cap (several
+        streams share it as the answers of a finished `ask_many` do)."""
+        texts = {label: self._redact(partial.text()) for label, partial in self._partials.items()}
+        keep = answer_budgets([len(text) for text in texts.values()], self._partial_cap)
+        return {label: text[:chars] for (label, text), chars in zip(texts.items(), keep, strict=True)}
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the call: its upstream stream is closed, what it consumed is charged, its result says why."""

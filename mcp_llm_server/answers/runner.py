@@ -35,6 +35,7 @@ STORE_WAIT_S = 1.0  # how long a detaching request waits for the answer's row (s
 _FINAL_WRITE_S = 10.0  # a finished answer's row is written even during shutdown, this long at most
 _FINAL_PAUSES_S = (0.2, 1.0, 3.0)  # ...and tried again after these pauses when the database is momentarily away
 _SHUTDOWN_GRACE_S = 15.0
+UNSTORED_KEPT = 64  # finished answers kept in memory when the store cannot take them, at most
 DEFAULT_WAIT_S = 50.0  # get_answer's longest wait when this server never detaches (answers from other processes)
 
 Body = Callable[[], Awaitable[CallToolResult]]
@@ -203,11 +204,18 @@ class Detacher:
             except StoreError as exc:
                 if not exc.transient or pause is None:
                     logger.warning("the result of answer %s could not be stored (kept in memory): %s", job.id, exc)
+                    self._bound_unstored()
                     return
                 await anyio.sleep(pause)
             else:
                 self._forget(job)  # the store has it now
                 return
+
+    def _bound_unstored(self) -> None:
+        """Finished answers the store could not take stay in memory for get_answer, the newest few only."""
+        unstored = [job for job in self._jobs.values() if job.settled.is_set() or job.done.is_set()]
+        for job in unstored[: max(len(unstored) - UNSTORED_KEPT, 0)]:
+            self._forget(job)
 
     async def _interrupt_all(self) -> None:
         jobs = [job for job in self._jobs.values() if not job.done.is_set()]
