@@ -1,7 +1,8 @@
 """`mcp-llm-server demo`: see the server work with no keys and no network.
 
 It starts the stand-in provider on loopback, launches this server over stdio against it, and drives it with
-the real MCP client: streamed progress from both providers, a retried rate limit, and a clear error.
+the real MCP client: streamed progress from both providers, a retried rate limit, clear errors, and a call that
+outlives the detach limit and is fetched with `get_answer`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
         "OPENAI_BASE_URL": standin.openai_base_url,
         "ANTHROPIC_BASE_URL": standin.anthropic_base_url,
         "MCP_LLM_BACKOFF_INITIAL_S": "0.2",
+        "MCP_LLM_DETACH_AFTER_S": "2",  # short, to show a detached call (the default is 50 s)
         # The demo's conversations go to a throwaway database, not the user's.
         "MCP_LLM_DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/mcp-llm-server-demo/conversations.db",
     }
@@ -81,7 +83,20 @@ async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
         standin.script(Reply.midstream_error(after=5))
         result = await client.call_tool("ask_claude", {"prompt": "hello"}, progress_callback=_on_progress)
         print(_summary(result))
+        await _detached_call(client, standin)
     _show(f"done: the stand-in received {len(standin.requests)} requests")
+
+
+async def _detached_call(client: Client, standin: StandIn) -> None:
+    _show("ask_openai slower than MCP_LLM_DETACH_AFTER_S=2: `running` at 2 s, then fetched with get_answer")
+    standin.script(Reply(chunks=[word + " " for word in _ANSWER.split()] * 2, chunk_delay_s=0.08))
+    result = await client.call_tool("ask_openai", {"prompt": "A slow answer, please"})
+    print(_summary(result))
+    answer_id = (result.structured_content or {}).get("answer_id")
+    while (result.structured_content or {}).get("status") == "running":
+        result = await client.call_tool("get_answer", {"answer_id": answer_id})
+        print(f"  get_answer: {(result.structured_content or {}).get('status')}")
+    print(_summary(result))
 
 
 def run_demo() -> int:
