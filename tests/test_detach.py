@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
-from conftest import SettingsFactory, error_details, server_env, text_of
+from conftest import OPENAI_KEY, SettingsFactory, error_details, server_env, text_of
 from helpers import ProgressLog, connect, finished, ok, wait_until, words
 from http_server import running_http_server
 from mcp import Client
@@ -242,3 +242,58 @@ async def test_over_stateless_http_a_detached_answer_is_fetched_on_a_new_connect
                 ] != "complete":
                     pass
     assert fetched["text"] == "".join(words(60))
+
+
+async def test_an_echoed_key_never_shows_in_a_running_result_its_row_or_its_progress(
+    standin: StandIn, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    half = len(OPENAI_KEY) // 2
+    chunks = [*words(5), OPENAI_KEY[:half], OPENAI_KEY[half:], " ", *words(60)]
+    standin.script(Reply(chunks=chunks, chunk_delay_s=SLOW))
+    async with connect(make_settings(detach_after_s=0.6)) as client:
+        running = await client.call_tool("ask_openai", {"prompt": "x"})
+        answer_id = ok(running)["answer_id"]
+        log = ProgressLog()
+        fetched = await client.call_tool("get_answer", {"answer_id": answer_id, "wait_s": 1.5}, progress_callback=log)
+
+        def row() -> str:
+            with sqlite3.connect(tmp_path / "conversations.db") as conn:
+                return str(conn.execute("SELECT partials, result FROM answers WHERE id = ?", (answer_id,)).fetchone())
+
+        await wait_until(lambda: "w20" in row(), 10, "the row's partial text to pass the key")
+        final = await client.call_tool("get_answer", {"answer_id": answer_id})
+        with anyio.fail_after(30):
+            while ok(final)["status"] != "complete":
+                final = await client.call_tool("get_answer", {"answer_id": answer_id})
+    shown = [text_of(running), str(running.structured_content), text_of(fetched), *log.messages, row(), text_of(final)]
+    assert OPENAI_KEY[:half] in "".join(chunks) and "[redacted]" in text_of(final)
+    for text in shown:
+        assert OPENAI_KEY not in text and OPENAI_KEY[:half] not in text
+
+
+async def test_get_answer_waits_no_longer_than_the_detach_limit(
+    standin: StandIn, make_settings: SettingsFactory
+) -> None:
+    standin.script(Reply(chunks=words(400), chunk_delay_s=SLOW))
+    async with connect(make_settings(detach_after_s=0.5)) as client:
+        running = ok(await client.call_tool("ask_openai", {"prompt": "x"}))
+        started = time.monotonic()
+        again = ok(await client.call_tool("get_answer", {"answer_id": running["answer_id"], "wait_s": 3600}))
+        waited = time.monotonic() - started
+        assert again["status"] == "running" and 0.4 < waited < 5  # capped at the 0.5 s limit (bounds for a slow box)
+        assert len(again["text"]) > len(running["text"])
+        await client.call_tool("cancel_answer", {"answer_id": running["answer_id"]})
+
+
+async def test_a_detached_call_still_ends_at_its_deadline(standin: StandIn, make_settings: SettingsFactory) -> None:
+    standin.script(Reply(chunks=words(400), chunk_delay_s=SLOW))
+    async with connect(make_settings(detach_after_s=0.3)) as client:
+        running = ok(await client.call_tool("ask_openai", {"prompt": "x", "timeout_s": 1.5}))
+        with anyio.fail_after(30):
+            while not (fetched := await client.call_tool("get_answer", {"answer_id": running["answer_id"]})).is_error:
+                assert ok(fetched)["status"] == "running"
+    details = error_details(fetched)
+    assert details["error"]["kind"] == "deadline" and details["partial_text"].startswith("w0 ")
+    assert fetched.meta["mcp-llm-server/answer"]["status"] == "complete"  # ended: its result is the deadline error
+    record = await finished(standin, 0)
+    assert record.outcome == "client_disconnected"
