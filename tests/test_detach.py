@@ -15,6 +15,7 @@ from conftest import OPENAI_KEY, SettingsFactory, error_details, server_env, tex
 from helpers import ProgressLog, connect, finished, ok, wait_until, words
 from http_server import running_http_server
 from mcp import Client
+from test_store_faults import created, locked, sqlite_url
 
 from mcp_llm_server._standin import Reply, StandIn
 
@@ -297,3 +298,22 @@ async def test_a_detached_call_still_ends_at_its_deadline(standin: StandIn, make
     assert fetched.meta["mcp-llm-server/answer"]["status"] == "complete"  # ended: its result is the deadline error
     record = await finished(standin, 0)
     assert record.outcome == "client_disconnected"
+
+
+async def test_with_the_database_locked_a_detached_answer_is_still_returned(
+    standin: StandIn, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Locked by another process throughout: the row cannot be written, the answer is kept in memory and returned."""
+    path = tmp_path / "locked.db"
+    url = sqlite_url(path, busy_timeout_s=0.2)
+    await created(url)
+    standin.script(Reply(chunks=words(40), chunk_delay_s=SLOW))
+    async with locked(path), connect(make_settings(database_url=url, detach_after_s=0.5)) as client:
+        running = ok(await client.call_tool("ask_openai", {"prompt": "x"}))
+        assert running["status"] == "running"
+        with anyio.fail_after(60):
+            while (fetched := ok(await client.call_tool("get_answer", {"answer_id": running["answer_id"]})))[
+                "status"
+            ] != "complete":
+                pass
+    assert fetched["text"] == "".join(words(40)) and fetched["notes"]  # the paid answer, and what could not be saved
