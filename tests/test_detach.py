@@ -3,6 +3,7 @@ MCP_LLM_DETACH_AFTER_S returns `running` in time and is fetched, cancelled or in
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ import anyio
 import jsonschema
 import pytest
 from conftest import OPENAI_KEY, SettingsFactory, error_details, server_env, text_of
-from helpers import ProgressLog, connect, finished, ok, wait_until, words
+from helpers import EXIT_S, ProgressLog, child_env, connect, finished, ok, wait_until, words
 from http_server import running_http_server
 from mcp import Client
 from test_store_faults import created, locked, sqlite_url
+from wire import wire_server
 
 from mcp_llm_server._standin import Reply, StandIn
 
@@ -317,3 +319,29 @@ async def test_with_the_database_locked_a_detached_answer_is_still_returned(
             ] != "complete":
                 pass
     assert fetched["text"] == "".join(words(40)) and fetched["notes"]  # the paid answer, and what could not be saved
+
+
+async def test_sigterm_interrupts_a_detached_answer_charges_it_and_a_restart_says_so(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """Over stdio, SIGTERM (which cancels every task at once): the detached answer is stored as interrupted, what it
+    consumed charged, and the next process's get_answer returns that."""
+    standin.script(Reply(chunks=words(400), chunk_delay_s=SLOW))
+    env = child_env(
+        standin, MCP_LLM_DETACH_AFTER_S="1", MCP_LLM_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/conversations.db"
+    )
+    async with wire_server(env, tmp_path, tmp_path / "first.txt") as server:
+        server.call(1, "ask_openai", {"prompt": "x"})
+        running = (await server.response(1))["result"]["structuredContent"]
+        assert running["status"] == "running"
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.exit_code(within=EXIT_S) == 0
+        assert "Traceback" not in server.stderr_text()
+    record = await finished(standin, 0)
+    assert record.outcome == "client_disconnected"
+    async with wire_server(env, tmp_path, tmp_path / "second.txt") as server:
+        server.call(2, "get_answer", {"answer_id": running["answer_id"]})
+        result = (await server.response(2))["result"]
+    error = result["_meta"]["mcp-llm-server/error"]["error"]
+    assert result["isError"] and error["kind"] == "interrupted" and error["partial_text"].startswith("w0 ")
+    assert error["charges"] and len(_ledger_rows(tmp_path)) == 1

@@ -148,6 +148,9 @@ class Detacher:
         try:
             with job.scope:
                 result = await body()
+        except anyio.get_cancelled_exc_class():  # the server itself is going (a signal cancels every task at once)
+            job.stop("interrupted")
+            raise
         except Exception:  # the tools render their own failures: this is a bug, and must not end the server
             logger.exception("%s failed unexpectedly", job.tool)
         finally:
@@ -157,15 +160,28 @@ class Detacher:
                 job.settled.set()
 
     async def _persist(self, job: AnswerJob) -> None:
-        """Write the detached job's row, its partial text about once a second, and its result at the end."""
-        created = await self._create(job)
-        job.stored.set()
+        """Write the detached job's row, its partial text about once a second, and its result at the end (also when
+        the server is going, within a bound)."""
+        created = False
+        try:
+            created = await self._create(job)
+            job.stored.set()
+            if created:
+                await self._beat_until_done(job)
+            await job.done.wait()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_FINAL_WRITE_S):
+                await job.done.wait()
+                await self._store_final(job, created)
+            job.settled.set()
+
+    async def _beat_until_done(self, job: AnswerJob) -> None:
         changes = job.changes
-        while created and not job.done.is_set():
+        while not job.done.is_set():
             with anyio.move_on_after(BEAT_S):
                 await job.done.wait()
             if job.done.is_set():
-                break
+                return
             partials = job.partials() if job.changes != changes else None
             changes = job.changes
             try:
@@ -174,10 +190,6 @@ class Detacher:
                     job.stop("cancelled")
             except StoreError as exc:
                 logger.warning("could not record the progress of answer %s: %s", job.id, exc)
-        await job.done.wait()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_FINAL_WRITE_S):
-            await self._store_final(job, created)
-        job.settled.set()
 
     async def _create(self, job: AnswerJob) -> bool:
         try:
