@@ -19,7 +19,7 @@ from ..render import answer_result, error_result
 from ..results import AskResult, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
-from .detached import detachable
+from .detached import DETACH_NOTE, detachable
 from .params import ConversationId, Files, MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
 
 __all__ = ["TOOL_NAMES", "ask", "register_ask_tools"]
@@ -32,7 +32,7 @@ _ANNOTATIONS = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempo
 
 _STREAMING_NOTE = (
     " The answer streams to you as progress notifications while it is written; transient upstream "
-    "failures (rate limits, overload, 5xx, dropped connections) are retried within the time limit."
+    "failures (rate limits, overload, 5xx, dropped connections) are retried within the time limit." + DETACH_NOTE
 )
 
 

@@ -98,6 +98,10 @@ class TimeLimits(BaseModel):
     max_call_timeout_s: float = Field(description="Largest `timeout_s` a call may ask for.")
     connect_timeout_s: float
     stall_timeout_s: float = Field(description="Longest silence tolerated from a stream.")
+    detach_after_s: float = Field(
+        description="A model call still running after this long returns `status: running` and an `answer_id` "
+        "(get_answer fetches the rest); 0: never."
+    )
 
 
 class RetryPolicyInfo(BaseModel):
@@ -186,6 +190,7 @@ def _limits(settings: Settings, listings: dict[str, ModelListing]) -> dict[str, 
             max_call_timeout_s=s.max_call_timeout_s,
             connect_timeout_s=s.connect_timeout_s,
             stall_timeout_s=s.stall_timeout_s,
+            detach_after_s=s.detach_after_s,
         ),
         retries=RetryPolicyInfo(**asdict(retry_policy(s))),
     )

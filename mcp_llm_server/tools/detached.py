@@ -19,7 +19,13 @@ from ..sdk_adapter import app_state, caller_of, progress_sender
 from ..state import AppState
 from .running import job_stopped_result, running_result, with_status
 
-__all__ = ["detachable"]
+__all__ = ["DETACH_NOTE", "detachable"]
+
+# Appended to every model tool's description: what the model sees decides whether it fetches the rest.
+DETACH_NOTE = (
+    " A call still running after the server's detach limit returns `status: running` with an `answer_id` and the "
+    "text so far: call get_answer with that id for the whole result."
+)
 
 
 async def detachable(

@@ -31,7 +31,7 @@ from ..providers.base import OutputFormat, ProviderId
 from ..render import error_result
 from ..sdk_adapter import app_state
 from ..state import AppState
-from .detached import detachable
+from .detached import DETACH_NOTE, detachable
 from .params import Files, Model, TimeoutS
 
 if TYPE_CHECKING:  # `jsonschema` is imported on the first call: the server must list its tools fast
@@ -368,7 +368,7 @@ def register_extract_tool(server: MCPServer) -> None:
         "sent back with the validator's errors for another try, up to `max_attempts`. On success the text is "
         "the JSON and the structured content is the value itself (a value that is not an object comes as "
         '{"data": value}). Otherwise the error lists the last validation errors with their JSON paths and the '
-        "last output. A schema that is invalid, too large or too deep is refused before any model call.",
+        "last output. A schema that is invalid, too large or too deep is refused before any model call." + DETACH_NOTE,
     )
     async def extract_json_tool(
         ctx: Context[AppState],

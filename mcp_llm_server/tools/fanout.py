@@ -31,7 +31,7 @@ from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import NewTurn, StoredFile
-from .detached import detachable
+from .detached import DETACH_NOTE, detachable
 from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
@@ -314,7 +314,7 @@ def register_fanout_tool(server: MCPServer) -> None:
         "and attempts. Use it to compare models or collect independent opinions. A target that fails (unknown "
         "model, rate limit, timeout) carries its error and does not affect the others; the call fails only if "
         "every target failed. Answers stream as progress notifications prefixed with their target. "
-        "`timeout_s` bounds the whole fan-out.",
+        "`timeout_s` bounds the whole fan-out." + DETACH_NOTE,
     )
     async def ask_many(
         ctx: Context[AppState],
