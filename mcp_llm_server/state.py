@@ -157,7 +157,7 @@ def build_state(settings: Settings, *, clock: Callable[[], float] = time.time) -
 
 
 def _conversation_store(settings: Settings) -> ConversationStore:
-    """Nothing is opened here: the database is opened (and SQLAlchemy imported) on first use."""
+    """Nothing is opened here: the database is opened on first use (SQLAlchemy is imported in the background)."""
     days = settings.conversation_max_age_days
     return ConversationStore(
         Database(settings.database_url),
@@ -187,8 +187,11 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
     state = build_state(settings)
     state.spend.clock = clock
-    modules = [provider_id for provider_id, slot in state.slots.items() if slot.adapter is not None]  # = SDK names
+    modules: list[str] = [provider for provider, slot in state.slots.items() if slot.adapter is not None]  # SDKs
     if modules:
+        # SQLAlchemy too: a detaching request waits for its answer's row, and importing it then (~0.25 s, more
+        # on a busy machine) came on top of the detach limit, in the host's time.
+        modules += ["sqlalchemy.ext.asyncio", "mcp_llm_server.store._tables"]
         # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the
         # host has had time to list the tools (start-up speed is measured to that answer).
         timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(modules,))

@@ -6,6 +6,7 @@ Waiting is always bounded polling of recorded state, never a fixed sleep; nothin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, text_of
 from mcp import Client
 from mcp.types import CallToolResult
@@ -24,13 +26,18 @@ from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings
 
 __all__ = [
+    "ANSI",
     "EXIT_S",
+    "NODE_BIN",
+    "NODE_MODULES",
     "ProgressLog",
     "assert_clean_stderr",
     "child_env",
     "connect",
     "error_of",
     "finished",
+    "indented",
+    "node_tools_env",
     "ok",
     "run_server",
     "wait_until",
@@ -163,3 +170,50 @@ def assert_clean_stderr(stderr: str) -> None:
     """No traceback and neither test key in a child server's stderr."""
     assert "Traceback" not in stderr, stderr[-4000:]
     assert OPENAI_KEY not in stderr and ANTHROPIC_KEY not in stderr
+
+
+# --- the Node tools (installed by `.ci/run` with `npm ci`) -----------------------------------------------------
+
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+NODE_BIN = NODE_MODULES / ".bin"
+
+
+def _node_tools_required() -> bool:
+    return os.environ.get("MCP_LLM_REQUIRE_NODE_TOOLS") == "1" or os.environ.get("CI", "").lower() in ("1", "true")
+
+
+def _node_tools_problem(needs: tuple[Path, ...]) -> str | None:
+    """Why Node 22 and `needs` cannot run here, or None."""
+    for path in (NODE_BIN / "node", *needs):
+        if not path.exists():
+            return f"{path} is missing: run `npm ci` at the repository root (needs npm; .ci/run does it)"
+    version = subprocess.run([NODE_BIN / "node", "--version"], capture_output=True, text=True).stdout.strip()
+    if not version.startswith("v") or int(version[1:].split(".")[0]) < 22:
+        return f"node_modules/.bin/node is {version or 'unusable'}; the tools need Node 22 or newer"
+    return None
+
+
+def node_tools_env(home: Path, *needs: Path) -> dict[str, str]:
+    """Environment for the Node tools: our Node 22 first on PATH, their state under `home`. Skips the test when
+    Node or one of `needs` is not installed (fails it in CI, or with MCP_LLM_REQUIRE_NODE_TOOLS=1)."""
+    problem = _node_tools_problem(needs)
+    if problem is not None:
+        if _node_tools_required():
+            pytest.fail(f"Node tools required here (CI or MCP_LLM_REQUIRE_NODE_TOOLS=1): {problem}")
+        pytest.skip(f"Node tools not installed: {problem}")
+    return {
+        "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),  # nothing of the tools' lands in the real $HOME
+        "MCP_STORAGE_DIR": str(home / "inspector-storage"),
+        "MCP_INSPECTOR_SECRET_STORE": "memory",
+        "NO_COLOR": "1",
+        **({"TMPDIR": os.environ["TMPDIR"]} if "TMPDIR" in os.environ else {}),
+    }
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def indented(output: str) -> str:
+    """Tool output for an assertion message, each line indented so that no summary line of it stands alone."""
+    return "\n".join(f"  | {line}" for line in ANSI.sub("", output).splitlines())

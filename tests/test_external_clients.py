@@ -4,7 +4,6 @@ conformance suite over Streamable HTTP (both Node tools, installed by `.ci/run` 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,55 +12,21 @@ from typing import Any
 
 import pytest
 from conftest import server_env
+from helpers import ANSI, NODE_BIN, indented, node_tools_env
 from http_server import running_http_server
 
 from mcp_llm_server._standin import Reply, StandIn
 
-ROOT = Path(__file__).resolve().parents[1]
-NODE_BIN = ROOT / "node_modules" / ".bin"
 BASELINE = Path(__file__).with_name("conformance-baseline.yml")
 # Scenarios that must pass (not merely stay out of the baseline): each must report a SUCCESS and no FAILURE.
 MUST_PASS = ["server-initialize", "logging-set-level", "ping", "tools-list", "dns-rebinding-protection"]
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _node_tools_required() -> bool:
-    return os.environ.get("MCP_LLM_REQUIRE_NODE_TOOLS") == "1" or os.environ.get("CI", "").lower() in ("1", "true")
-
-
-def _node_tools_problem() -> str | None:
-    """Why the Node tools cannot run here, or None."""
-    for tool in ("node", "mcp-inspector", "conformance"):
-        if not (NODE_BIN / tool).exists():
-            return f"{NODE_BIN / tool} is missing: run `npm ci` at the repository root (needs npm; .ci/run does it)"
-    version = subprocess.run([NODE_BIN / "node", "--version"], capture_output=True, text=True).stdout.strip()
-    if not version.startswith("v") or int(version[1:].split(".")[0]) < 22:
-        return f"node_modules/.bin/node is {version or 'unusable'}; the tools need Node 22 or newer"
-    return None
 
 
 @pytest.fixture(scope="module")
 def node_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for the Node tools: our Node 22 first on PATH, Inspector state in a temporary folder."""
-    problem = _node_tools_problem()
-    if problem is not None:
-        if _node_tools_required():
-            pytest.fail(f"Node tools required here (CI or MCP_LLM_REQUIRE_NODE_TOOLS=1): {problem}")
-        pytest.skip(f"Node tools not installed: {problem}")
-    home = tmp_path_factory.mktemp("node-home")
-    return {
-        "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),  # nothing of the tools' lands in the real $HOME
-        "MCP_STORAGE_DIR": str(home / "inspector-storage"),
-        "MCP_INSPECTOR_SECRET_STORE": "memory",
-        "NO_COLOR": "1",
-        **({"TMPDIR": os.environ["TMPDIR"]} if "TMPDIR" in os.environ else {}),
-    }
-
-
-def _strip(output: str) -> str:
-    """Tool output for an assertion message, each line indented so that no summary line of it stands alone."""
-    return "\n".join(f"  | {line}" for line in _ANSI.sub("", output).splitlines())
+    needs = (NODE_BIN / "mcp-inspector", NODE_BIN / "conformance")
+    return node_tools_env(tmp_path_factory.mktemp("node-home"), *needs)
 
 
 # --- MCP Inspector CLI over stdio ---------------------------------------------------------------------------
@@ -100,7 +65,7 @@ def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_inspector_initialize(node_env: dict[str, str], standin: StandIn) -> None:
     """The Inspector's `initialize` over stdio: exit 0, our server info, and the capabilities hosts rely on."""
     done = inspector(node_env, standin, "--method", "initialize")
-    assert done.returncode == 0, _strip(done.stderr)
+    assert done.returncode == 0, indented(done.stderr)
     result = result_of(done)
     assert result["serverInfo"]["name"] == "mcp-llm-server"
     assert result["protocolVersion"] == "2025-11-25"
@@ -111,7 +76,7 @@ def test_inspector_initialize(node_env: dict[str, str], standin: StandIn) -> Non
 def test_inspector_tools_list(node_env: dict[str, str], standin: StandIn, strict: bool) -> None:
     """`tools/list` exits 0, also with `--strict` (no error-severity schema portability finding)."""
     done = inspector(node_env, standin, "--method", "tools/list", *(["--strict"] if strict else []))
-    assert done.returncode == 0, _strip(done.stderr)
+    assert done.returncode == 0, indented(done.stderr)
     tools = {tool["name"]: tool for tool in result_of(done)["tools"]}
     assert {"ask_openai", "ask_claude"} <= set(tools)
     for name in ("ask_openai", "ask_claude"):
@@ -127,7 +92,7 @@ def test_inspector_tools_call(node_env: dict[str, str], standin: StandIn, tool: 
     """`tools/call` of each ask tool against the stand-in: exit 0 and the answer as text and structured content."""
     standin.default_reply = Reply(text="Hello from the stand-in, via the Inspector.")
     done = inspector(node_env, standin, "--method", "tools/call", "--tool-name", tool, "--tool-arg", "prompt=Say hi")
-    assert done.returncode == 0, _strip(done.stderr)
+    assert done.returncode == 0, indented(done.stderr)
     result = result_of(done)
     assert result["isError"] is False
     assert result["content"] == [{"type": "text", "text": "Hello from the stand-in, via the Inspector."}]
@@ -143,7 +108,7 @@ def test_inspector_tool_error_exits_5(node_env: dict[str, str], standin: StandIn
     """A tool error (here: the provider has no key) is an `isError` result: the Inspector exits 5, tool_is_error."""
     args = ["--method", "tools/call", "--tool-name", "ask_claude", "--tool-arg", "prompt=hi"]
     done = inspector(node_env, standin, *args, without="ANTHROPIC_API_KEY")
-    assert done.returncode == 5, _strip(done.stdout + done.stderr)
+    assert done.returncode == 5, indented(done.stdout + done.stderr)
     assert json.loads(done.stderr.strip().splitlines()[-1])["error"]["code"] == "tool_is_error"
     result = result_of(done)
     assert result["isError"] is True
@@ -157,14 +122,14 @@ def test_inspector_upstream_error_exits_5(node_env: dict[str, str], standin: Sta
     done = inspector(
         node_env, standin, "--method", "tools/call", "--tool-name", "ask_openai", "--tool-arg", "prompt=hi"
     )
-    assert done.returncode == 5, _strip(done.stderr)
+    assert done.returncode == 5, indented(done.stderr)
     assert result_of(done)["isError"] is True
 
 
 def test_inspector_unknown_tool_exits_5(node_env: dict[str, str], standin: StandIn) -> None:
     """Calling a tool the server does not have: exit 5, tool_not_found."""
     done = inspector(node_env, standin, "--method", "tools/call", "--tool-name", "ask_nobody", "--tool-arg", "prompt=x")
-    assert done.returncode == 5, _strip(done.stderr)
+    assert done.returncode == 5, indented(done.stderr)
     assert json.loads(done.stderr.strip().splitlines()[-1])["error"]["code"] == "tool_not_found"
 
 
@@ -191,8 +156,8 @@ def test_conformance_suite(node_env: dict[str, str], standin: StandIn, tmp_path:
     with running_http_server(server_env(standin), tmp_path) as server:
         done = conformance(node_env, "--url", server.mcp_url, "--expected-failures", str(BASELINE), "-o", str(results))
     # The suite's own summary stays in this message (indented), never on the run's output as a bare line.
-    assert done.returncode == 0, _strip(done.stdout + done.stderr)
-    assert "Baseline check passed" in _ANSI.sub("", done.stdout), _strip(done.stdout)
+    assert done.returncode == 0, indented(done.stdout + done.stderr)
+    assert "Baseline check passed" in ANSI.sub("", done.stdout), indented(done.stdout)
     checks = _scenario_checks(results)
     for scenario in [*MUST_PASS, "server-sse-multiple-streams"]:
         statuses = [check["status"] for check in checks.get(scenario, [])]
@@ -212,7 +177,7 @@ def test_conformance_stateless(node_env: dict[str, str], standin: StandIn, tmp_p
     results = tmp_path / "results"
     with running_http_server(server_env(standin), tmp_path, "--stateless") as server:
         done = conformance(node_env, "--url", server.mcp_url, "--expected-failures", str(baseline), "-o", str(results))
-    assert done.returncode == 0, _strip(done.stdout + done.stderr)
+    assert done.returncode == 0, indented(done.stdout + done.stderr)
     checks = _scenario_checks(results)
     for scenario in MUST_PASS:
         statuses = [check["status"] for check in checks.get(scenario, [])]

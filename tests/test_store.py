@@ -50,6 +50,29 @@ def test_building_the_server_imports_no_sqlalchemy() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_running_server_imports_sqlalchemy_in_the_background(tmp_path: Path) -> None:
+    """...but once it runs, the database's modules are imported in the background, before any call: a detaching
+    request waits for its answer's row, and importing SQLAlchemy then came on top of the detach limit."""
+    code = (
+        "import sys, anyio\n"
+        "from mcp_llm_server.settings import load_settings\n"
+        "from mcp_llm_server.state import app_lifespan\n"
+        "async def main():\n"
+        "    key = 'sk-test-0123456789abcdef'\n"
+        "    settings = load_settings(_env_file=None, openai_api_key=key, database_url=sys.argv[1])\n"
+        "    async with app_lifespan(settings):\n"
+        "        with anyio.move_on_after(30):\n"
+        "            while 'mcp_llm_server.store._tables' not in sys.modules:\n"
+        "                await anyio.sleep(0.01)\n"
+        "    print(sorted(m for m in sys.modules if m in ('sqlalchemy.ext.asyncio', 'mcp_llm_server.store._tables')))\n"
+        "anyio.run(main)\n"
+    )
+    args = [sys.executable, "-c", code, url(tmp_path / "c.db")]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "['mcp_llm_server.store._tables', 'sqlalchemy.ext.asyncio']"
+    assert not (tmp_path / "c.db").exists()  # imported, not opened
+
+
 async def test_opened_lazily_in_wal_mode(tmp_path: Path) -> None:
     """Nothing is created until first use; then the file (and its directory) exist, in WAL mode, at this version."""
     path = tmp_path / "deep" / "dir" / "c.db"
