@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # This process, as the owner of the answers it runs: its host and pid tell a restart apart from a live process.
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 BEAT_S = 1.0  # a running detached answer's partial text and heartbeat are written this often at most
-STORE_WAIT_S = 1.0  # how long a detaching request waits for the answer's row (so another process can find it)
+STORE_WAIT_S = 0.25  # a detaching request waits this long at most for its row (so another process finds it)
 _FINAL_WRITE_S = 10.0  # a finished answer's row is written even during shutdown, this long at most
 _FINAL_PAUSES_S = (0.2, 1.0, 3.0)  # ...and tried again after these pauses when the database is momentarily away
 _SHUTDOWN_GRACE_S = 15.0
