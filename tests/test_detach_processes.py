@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,10 +43,15 @@ CANCEL_REACHES_S = 5.0
 
 
 @asynccontextmanager
-async def server(standin: StandIn, database_url: str, tmp_path: Path, name: str) -> AsyncIterator[Client]:
-    """A stdio server process on `database_url`, through the real client; its stderr checked once it has exited."""
+async def server(
+    standin: StandIn, database_url: str, tmp_path: Path, name: str, *, wrap: tuple[str, ...] = ()
+) -> AsyncIterator[Client]:
+    """A stdio server process on `database_url` (run by the command `wrap`, if any), through the real client; its
+    stderr checked once it has exited."""
     env = child_env(standin, MCP_LLM_DATABASE_URL=database_url, MCP_LLM_DETACH_AFTER_S=DETACH_S)
     params = stdio_params(env).model_copy(update={"cwd": tmp_path})
+    if wrap:
+        params = params.model_copy(update={"command": wrap[0], "args": [*wrap[1:], params.command, *params.args]})
     stderr_path = tmp_path / f"{name}.stderr"
     with stderr_path.open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
@@ -213,3 +219,36 @@ async def test_a_finished_answer_survives_a_graceful_restart(
             fetched = ok(await c.call_tool("get_answer", {"answer_id": answer_id}))
     assert fetched["status"] == "complete" and fetched["answer_id"] == answer_id
     assert fetched["text"] == "".join(chunks)
+
+
+# Its own pid namespace, as in a container; the host name stays (a container on the host's network has its name).
+OWN_PID_NAMESPACE = ("unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child")
+
+
+def _can_unshare() -> bool:
+    try:
+        done = subprocess.run([*OWN_PID_NAMESPACE, "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare(1) and the right to make user and pid namespaces")
+async def test_a_server_in_another_pid_namespace_of_the_same_host_name_is_not_taken_for_gone(
+    standin: StandIn, database_url: str, tmp_path: Path
+) -> None:
+    """Two containers sharing a host name (host networking): each server is pid 1 of its own namespace. B must not
+    read A's pid in its own namespace (where it is B itself, or nobody) and call A's live answer interrupted."""
+    standin.script(Reply(chunks=words(600), chunk_delay_s=SLOW))
+    async with (
+        store_of(database_url) as store,
+        server(standin, database_url, tmp_path, "a", wrap=OWN_PID_NAMESPACE) as a,
+        server(standin, database_url, tmp_path, "b", wrap=OWN_PID_NAMESPACE) as b,
+    ):
+        running = await detach(a, 600)
+        fetched = await b.call_tool("get_answer", {"answer_id": running["answer_id"], "wait_s": 0})
+        assert ok(fetched)["status"] == "running"
+        assert (await stored(store, running["answer_id"])).status == "running"
+        cancelled = ok(await b.call_tool("cancel_answer", {"answer_id": running["answer_id"]}))
+        assert cancelled["status"] == "cancelled"
+    assert standin.requests[0].outcome == "client_disconnected"
