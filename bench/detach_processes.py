@@ -1,14 +1,16 @@
 """Detached answers across server processes on PostgreSQL: how soon another process returns an answer, and how soon a
 cancel asked of another process closes the upstream stream.
 
-    . .ci/postgres.sh && python -m bench.detach_processes [--reps 7]    # or MCP_LLM_TEST_POSTGRES_URL=postgresql+asyncpg://...
+    . .ci/postgres.sh && python -m bench.detach_processes [--reps 7]
+    MCP_LLM_TEST_POSTGRES_URL=postgresql+asyncpg://... python -m bench.detach_processes
 
 Two stdio servers, A and B, on a fresh database of that PostgreSQL, the stand-in upstream in this process. A runs a
 slow ask_openai (MCP_LLM_DETACH_AFTER_S=1, so it detaches); B (detach limit 30 s, so one get_answer spans the end)
-fetches or cancels it. Both servers are warm (a call made, the database open) before anything is timed.
+fetches or cancels it (B polls the row every POLL_S = 0.25 s; A writes it every BEAT_S = 1 s). Both servers are
+warm (a call made, the database open) before anything is timed.
 
   get_answer: from A writing the finished answer to its row (the row's `finished_at`, A's clock; one host) to B's
-              get_answer returning it; also from the stand-in's last chunk.
+              get_answer returning it; also from the stand-in's last chunk. B asks at a random phase of its polling.
   cancel:     from B's cancel_answer request to the stand-in seeing the stream closed; and B's request duration.
               Each cancel comes at a random moment in A's heartbeat cycle (BEAT_S).
 """
@@ -115,6 +117,7 @@ async def _fetch_once(standin: StandIn, a: Client, b: Client, database_url: str)
     """Seconds from A's final write, and from the stand-in's last chunk, to B's get_answer returning the answer."""
     standin.script(Reply(chunks=_chunks(40), chunk_delay_s=0.05))  # 2 s of stream
     answer_id = await _detach(a)
+    await anyio.sleep(random.uniform(0, 0.25))  # a random phase of B's polling (POLL_S) against the answer's end
     fetched = _structured(await b.call_tool("get_answer", {"answer_id": answer_id}))
     returned_wall, returned = time.time(), time.monotonic()
     assert fetched["status"] == "complete", fetched
