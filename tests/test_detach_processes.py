@@ -39,7 +39,8 @@ pytestmark = [
 DETACH_S = "1"
 SLOW = 0.05  # seconds between the stand-in's chunks
 # The issue promises that a cancel reaches the running process within 2 s (one heartbeat, BEAT_S = 1 s, plus the
-# writes); a busy 2-core machine gets more room. The measured time is printed.
+# writes; here also B's first opening of the database); a busy 2-core machine gets more room. The measured time is
+# logged (`-o log_cli=true --log-cli-level=INFO`).
 CANCEL_REACHES_S = 5.0
 
 
