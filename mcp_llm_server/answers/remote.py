@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 
-from .runner import OWNER
+from .runner import HOST, OWNER
 
 __all__ = ["POLL_S", "STALE_AFTER_S", "owner_gone"]
 
@@ -15,13 +14,13 @@ STALE_AFTER_S = 10.0
 
 
 def owner_gone(owner: str, heartbeat_at: float, now: float) -> bool:
-    """Whether the process that ran an answer is gone: its heartbeat is stale, or it ran on this host under a pid
-    that is no longer alive (or is this process's own pid, from an earlier run of it)."""
+    """Whether the process that ran an answer is gone: its heartbeat is stale, or it ran on this host and in this pid
+    namespace (`HOST`) under a pid that is no longer alive (or is this process's own pid, from an earlier run)."""
     if now - heartbeat_at > STALE_AFTER_S:
         return True
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if owner == OWNER or host != socket.gethostname() or not pid_text.isdigit():
+    if owner == OWNER or host != HOST or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

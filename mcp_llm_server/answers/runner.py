@@ -15,6 +15,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,12 +25,25 @@ from ..progress import SendProgress
 from ..store import AnswerStatus, AnswerStore, StoreError
 from .job import AnswerJob
 
-__all__ = ["BEAT_S", "OWNER", "STORE_WAIT_S", "Detacher", "TooManyDetached", "dump_result", "load_result"]
+__all__ = ["BEAT_S", "HOST", "OWNER", "STORE_WAIT_S", "Detacher", "TooManyDetached", "dump_result", "load_result"]
 
 logger = logging.getLogger(__name__)
 
+
+def _host() -> str:
+    """This machine and pid namespace, as an answer's owner names them: a pid means something only in its own
+    namespace, and two containers can share a host name (host networking), each server pid 1 of its own."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:")  # "pid:[4026531836]"
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{boot[:8]}{namespace}"
+
+
+HOST = _host()
 # This process, as the owner of the answers it runs: its host and pid tell a restart apart from a live process.
-OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+OWNER = f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
 BEAT_S = 1.0  # a running detached answer's partial text and heartbeat are written this often at most
 STORE_WAIT_S = 0.25  # a detaching request waits this long at most for its row (so another process finds it)
 _FINAL_WRITE_S = 10.0  # a finished answer's row is written even during shutdown, this long at most
