@@ -26,7 +26,7 @@ from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
 from .settings import Settings
-from .store import AnswerStore, ConversationStore, Database, SpendStore
+from .store import AnswerStore, ConversationStore, Database, SpendStore, StoreError
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -182,6 +182,17 @@ def _warm_up(modules: list[str]) -> None:
         importlib.import_module(module)
 
 
+async def _open_store_soon(db: Database) -> None:
+    """Open the database shortly after start, not in the first call's time: a detaching request waits for its
+    answer's row, and a cold open (the driver's import, the schema check) took 0.1 s idle, over 1 s on a busy
+    machine, on top of the detach limit. A failure here is the first call's to report."""
+    await anyio.sleep(_WARMUP_DELAY_S)
+    try:
+        await db.engine()
+    except StoreError as exc:
+        logger.debug("the database could not be opened ahead of the first call: %s", exc)
+
+
 @asynccontextmanager
 async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.time) -> AsyncIterator[AppState]:
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
@@ -198,8 +209,12 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
         timer.daemon = True
         timer.start()
     try:
-        async with state.detacher.running():
-            yield state
+        async with state.detacher.running(), anyio.create_task_group() as opening:
+            opening.start_soon(_open_store_soon, state.conversations.db)
+            try:
+                yield state
+            finally:
+                opening.cancel_scope.cancel()
     finally:
         if modules:
             timer.cancel()

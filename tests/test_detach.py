@@ -136,7 +136,7 @@ async def test_cancel_answer_closes_the_stream_and_charges_what_was_consumed(
 
 async def test_an_unknown_answer_id_is_a_clear_error(make_settings: SettingsFactory) -> None:
     async with connect(make_settings()) as client:
-        result = await client.call_tool("get_answer", {"answer_id": "ans_nothing"})
+        result = await client.call_tool("get_answer", {"answer_id": "ans_nothing", "wait_s": 0.3})
         assert result.is_error and "No answer has the id" in text_of(result)
         assert error_details(result)["error"]["kind"] == "unknown_answer"
 

@@ -256,13 +256,9 @@ async def test_a_server_in_another_pid_namespace_of_the_same_host_name_is_not_ta
     assert standin.requests[0].outcome == "client_disconnected"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race (for the lead): the detaching request waits STORE_WAIT_S (1 s) at most for the answer's row, "
-    "so when the owner's first write is slower (a cold database open on a busy machine, a remote database, another "
-    "writer holding SQLite's lock) another process says unknown_answer, retryable false, for a live answer",
-)
 async def test_an_answer_whose_row_is_late_is_not_unknown_to_another_process(standin: StandIn, tmp_path: Path) -> None:
+    """Another writer holds SQLite's lock as A detaches, so A's row comes late: B's get_answer waits for the row to
+    appear (a few seconds at most) instead of calling a live answer unknown."""
     path = tmp_path / "store.db"
     database_url = f"sqlite+aiosqlite:///{path}"
     standin.script(Reply(chunks=words(200), chunk_delay_s=SLOW))
@@ -271,16 +267,26 @@ async def test_an_answer_whose_row_is_late_is_not_unknown_to_another_process(sta
         server(standin, database_url, tmp_path, "a") as a,
         server(standin, database_url, tmp_path, "b") as b,
     ):
-        await b.call_tool("get_answer", {"answer_id": "ans_warm_up"})  # B's database open, the schema made
+        await b.call_tool("get_answer", {"answer_id": "ans_warm_up", "wait_s": 0})  # B's database open
         await store.get("ans_warm_up")
         writer = sqlite3.connect(path, isolation_level=None)  # another writer holds the lock as A detaches
         try:
             writer.execute("BEGIN IMMEDIATE")
             running = await detach(a, 200)
-            fetched = await b.call_tool("get_answer", {"answer_id": running["answer_id"], "wait_s": 0})
+            assert await store.get(running["answer_id"]) is None  # not stored yet
+            async with anyio.create_task_group() as tg:
+                fetched: list[Any] = []
+
+                async def fetch() -> None:
+                    fetched.append(await b.call_tool("get_answer", {"answer_id": running["answer_id"], "wait_s": 1}))
+
+                tg.start_soon(fetch)
+                await anyio.sleep(0.5)
+                writer.execute("ROLLBACK")
         finally:
-            writer.execute("ROLLBACK")
             writer.close()
-        await row_when(store, running["answer_id"], lambda row: True)
-        await b.call_tool("cancel_answer", {"answer_id": running["answer_id"]})
-        assert ok(fetched)["status"] == "running"
+        assert ok(fetched[0])["status"] == "running"
+        assert (await stored(store, running["answer_id"])).status == "running"
+        cancelled = ok(await b.call_tool("cancel_answer", {"answer_id": running["answer_id"]}))
+        assert cancelled["status"] == "cancelled"
+    assert standin.requests[0].outcome == "client_disconnected"

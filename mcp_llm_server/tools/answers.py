@@ -24,7 +24,9 @@ from .running import ANSWER_META_KEY, running_result, stopped_result, with_statu
 
 __all__ = ["CancelResult", "register_answer_tools"]
 
-CANCEL_WAIT_S = 15.0  # how long cancel_answer waits for the call to end and its cost to be settled
+CANCEL_WAIT_S = 15.0
+# An id with no row yet is waited for this long at most (a mistyped one should not hold the caller long).
+APPEAR_WAIT_S = 5.0  # how long cancel_answer waits for the call to end and its cost to be settled
 
 AnswerId = Annotated[
     str, Field(min_length=1, max_length=100, description="The `answer_id` of a result whose status was `running`.")
@@ -65,8 +67,9 @@ def _unknown(state: AppState, answer_id: str) -> CallToolResult:
         state,
         "unknown_answer",
         f'No answer has the id "{answer_id}" on this server: check the id (copy it from the `running` result); '
-        f"{kept}, and a server on another database cannot see it.",
-        retryable=False,
+        f"{kept}, and a server on another database cannot see it. If the id came back moments ago from another "
+        "server process, it may not be stored yet (its database was busy): call get_answer again in a few seconds.",
+        retryable=True,
     )
 
 
@@ -108,6 +111,18 @@ async def _poll(
         stored = fresh
 
 
+async def _appearing(state: AppState, answer_id: str, wait_s: float) -> StoredAnswer | None:
+    """The answer's row, waited for up to `wait_s` when there is none yet: the process that returned its id may not
+    have written it yet (its first write waits on a busy database, or a cold open)."""
+    until = anyio.current_time() + min(wait_s, APPEAR_WAIT_S)
+    while True:
+        stored = await state.detacher.store.get(answer_id)
+        left = until - anyio.current_time()
+        if stored is not None or left <= 0:
+            return stored
+        await anyio.sleep(min(POLL_S, left))
+
+
 def _from_store(state: AppState, stored: StoredAnswer) -> CallToolResult:
     if stored.status == "running" or stored.result is None:
         elapsed = time.time() - stored.created_at
@@ -131,7 +146,7 @@ async def get_answer(ctx: Context[AppState], answer_id: str, wait_s: float | Non
             await detacher.wait_for(job, wait, progress_sender(ctx))
         return _from_job(state, job)
     try:
-        stored = await detacher.store.get(answer_id)
+        stored = await _appearing(state, answer_id, wait)
         if stored is not None and stored.status == "running":
             stored = await _poll(state, stored, wait, progress_sender(ctx))
     except StoreError as exc:
