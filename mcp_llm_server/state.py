@@ -26,7 +26,8 @@ from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
 from .settings import Settings
-from .store import AnswerStore, ConversationStore, Database, SpendStore, StoreError
+from .store import AnswerStore, ConversationStore, Database, SpendStore
+from .store.db import import_sqlalchemy
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -180,6 +181,9 @@ def _file_limits(settings: Settings) -> FileLimits:
 def _warm_up(modules: list[str]) -> None:
     for module in modules:
         importlib.import_module(module)
+    # SQLAlchemy too: a detaching request waits for its answer's row, and importing it then (~0.25 s, more on a
+    # busy machine) came on top of the detach limit, in the host's time.
+    import_sqlalchemy()
 
 
 async def _open_store_soon(db: Database) -> None:
@@ -189,7 +193,7 @@ async def _open_store_soon(db: Database) -> None:
     await anyio.sleep(_WARMUP_DELAY_S)
     try:
         await db.engine()
-    except StoreError as exc:
+    except Exception as exc:  # the first call that needs the database reports it
         logger.debug("the database could not be opened ahead of the first call: %s", exc)
 
 
@@ -200,9 +204,6 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
     state.spend.clock = clock
     modules: list[str] = [provider for provider, slot in state.slots.items() if slot.adapter is not None]  # SDKs
     if modules:
-        # SQLAlchemy too: a detaching request waits for its answer's row, and importing it then (~0.25 s, more
-        # on a busy machine) came on top of the detach limit, in the host's time.
-        modules += ["sqlalchemy.ext.asyncio", "mcp_llm_server.store._tables"]
         # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the
         # host has had time to list the tools (start-up speed is measured to that answer).
         timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(modules,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url"]
+__all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url", "import_sqlalchemy"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,18 @@ _CLOSE_WITHIN_S = 5.0
 
 FailureKind = Literal["locked", "unavailable", "lost", "refused", "conflict", "schema", "failed"]
 _TRANSIENT: frozenset[str] = frozenset({"locked", "unavailable", "lost"})
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_sqlalchemy() -> None:
+    """Import SQLAlchemy and the tables, one thread at a time: two threads entering its package by different modules
+    at once (the warm-up thread and a first database open) can find it half initialized (ImportError)."""
+    with _IMPORT_LOCK:
+        import sqlalchemy.ext.asyncio  # noqa: F401
+
+        from . import _tables  # noqa: F401
 
 
 class StoreError(Exception):
@@ -141,6 +154,7 @@ class Database:
         return StoreError(message, kind=kind)
 
     async def _open(self) -> AsyncEngine:
+        await anyio.to_thread.run_sync(import_sqlalchemy)  # off the event loop, and never beside the warm-up's import
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 

@@ -28,12 +28,14 @@ async def usage_report(state: AppState) -> dict[str, Any]:
 
     Raises `StoreError` when the database cannot be read.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         return await _usage_report(state)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"Cannot read the ledger: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # imported by then: the database was opened (or failed to)
+
+        if isinstance(exc, SQLAlchemyError):
+            raise StoreError(f"Cannot read the ledger: {type(exc).__name__}: {exc}") from None
+        raise
 
 
 async def _usage_report(state: AppState) -> dict[str, Any]:
