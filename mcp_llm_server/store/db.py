@@ -32,6 +32,7 @@ _PREPARE_TRIES = 3
 _BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another one; `?timeout=SECONDS` in the URL changes it
 _DETAIL_CHARS = 300
 _CLOSE_WITHIN_S = 5.0
+_OPEN_WITHIN_S = 30.0
 
 FailureKind = Literal["locked", "unavailable", "lost", "refused", "conflict", "schema", "failed"]
 _TRANSIENT: frozenset[str] = frozenset({"locked", "unavailable", "lost"})
@@ -205,7 +206,10 @@ class Database:
                         raise
                     logger.debug("schema preparation collided with another process; again", exc_info=True)
         except BaseException:
-            await engine.dispose()
+            # Cancelled halfway (the server shutting down, the host giving up on the call): the connection is closed
+            # all the same, else its driver thread's future outlives the event loop and asyncio's exit waits forever.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_WITHIN_S):
+                await engine.dispose()
             raise
         logger.debug("database %s opened", self.describe())
         return engine
@@ -214,8 +218,23 @@ class Database:
         if self._engine is None:
             async with self._lock:
                 if self._engine is None:
-                    self._engine = await self._open()
+                    self._engine = await self._open_uncancelled()
         return self._engine
+
+    async def _open_uncancelled(self) -> AsyncEngine:
+        """Open the database even if the caller is cancelled meanwhile (the server shutting down 1 s after start, a
+        host giving up on a call): a connection cut off halfway leaves SQLAlchemy's graceful-close task waiting on a
+        driver thread that is gone, and asyncio's exit then waits for it forever."""
+        engine = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_OPEN_WITHIN_S):
+            engine = await self._open()
+        if engine is None:
+            raise StoreError(
+                f"Opening the database {self.describe()} took more than {_OPEN_WITHIN_S:g} s: check that it is "
+                "reachable (MCP_LLM_DATABASE_URL).",
+                kind="unavailable",
+            )
+        return engine
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
