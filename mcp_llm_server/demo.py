@@ -52,7 +52,7 @@ async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
         "OPENAI_BASE_URL": standin.openai_base_url,
         "ANTHROPIC_BASE_URL": standin.anthropic_base_url,
         "MCP_LLM_BACKOFF_INITIAL_S": "0.2",
-        "MCP_LLM_DETACH_AFTER_S": "2",  # short, to show a detached call (the default is 50 s)
+        "MCP_LLM_DETACH_AFTER_S": "4",  # short, to show a detached call (the default is 50 s)
         # The demo's conversations go to a throwaway database, not the user's.
         "MCP_LLM_DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/mcp-llm-server-demo/conversations.db",
     }
@@ -88,8 +88,8 @@ async def _drive(standin: StandIn, server_stderr: TextIO) -> None:
 
 
 async def _detached_call(client: Client, standin: StandIn) -> None:
-    _show("ask_openai slower than MCP_LLM_DETACH_AFTER_S=2: `running` at 2 s, then fetched with get_answer")
-    standin.script(Reply(chunks=[word + " " for word in _ANSWER.split()] * 2, chunk_delay_s=0.08))
+    _show("ask_openai slower than MCP_LLM_DETACH_AFTER_S=4: `running` at 4 s, then fetched with get_answer")
+    standin.script(Reply(chunks=[word + " " for word in _ANSWER.split()] * 2, chunk_delay_s=0.12))
     result = await client.call_tool("ask_openai", {"prompt": "A slow answer, please"})
     print(_summary(result))
     answer_id = (result.structured_content or {}).get("answer_id")
