@@ -19,6 +19,7 @@ __all__ = [
     "answer_budgets",
     "answer_result",
     "cap_answers",
+    "cap_texts",
     "error_result",
     "success_result",
     "truncate_answer",
@@ -53,6 +54,12 @@ def answer_budgets(lengths: Sequence[int], cap: int) -> list[int]:
         remaining -= budgets[index]
         left -= 1
     return budgets
+
+
+def cap_texts(texts: dict[str, str], cap: int) -> dict[str, str]:
+    """Labelled texts cut (from their ends) so that together they fit in `cap`, shared as `answer_budgets` shares."""
+    keep = answer_budgets([len(text) for text in texts.values()], cap)
+    return {label: text[:chars] for (label, text), chars in zip(texts.items(), keep, strict=True)}
 
 
 def truncate_answer(text: str, keep: int, *, cap: int, conversation_id: str | None) -> Truncation:

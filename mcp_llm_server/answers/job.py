@@ -17,7 +17,7 @@ import anyio
 from mcp.types import CallToolResult
 
 from ..progress import FanoutProgress, Progress, SendProgress
-from ..render import answer_budgets
+from ..render import cap_texts
 
 __all__ = [
     "AnswerJob",
@@ -131,8 +131,7 @@ class AnswerJob:
         """Each stream's text so far, with the server's secrets masked; together at most the output cap (several
         streams share it as the answers of a finished `ask_many` do)."""
         texts = {label: self._redact(partial.text()) for label, partial in self._partials.items()}
-        keep = answer_budgets([len(text) for text in texts.values()], self._partial_cap)
-        return {label: text[:chars] for (label, text), chars in zip(texts.items(), keep, strict=True)}
+        return cap_texts(texts, self._partial_cap)
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the call: its upstream stream is closed, what it consumed is charged, its result says why."""

@@ -239,7 +239,7 @@ class Detacher:
 
     def _bound_unstored(self) -> None:
         """Finished answers the store could not take stay in memory for get_answer, the newest few only."""
-        unstored = [job for job in self._jobs.values() if job.settled.is_set() or job.done.is_set()]
+        unstored = [job for job in self._jobs.values() if job.done.is_set()]
         for job in unstored[: max(len(unstored) - UNSTORED_KEPT, 0)]:
             self._forget(job)
 

@@ -51,7 +51,7 @@ async def detachable(
         return refusal_result(state, _too_many(exc, detacher.max_detached))
     if await detacher.wait(job):
         assert job.result is not None
-        return with_status(tool, job.result, job.id if job.detached else None)
+        return with_status(tool, job.result, None)  # finished before the detach limit: no id to fetch it by
     return running_result(state, tool, view, job.partials(), job.elapsed_s(), job.id)
 
 

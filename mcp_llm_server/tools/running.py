@@ -9,7 +9,7 @@ from typing import Any
 from mcp.types import CallToolResult
 
 from ..answers import AnswerJob
-from ..render import answer_budgets, error_result, success_result
+from ..render import cap_texts, error_result, success_result
 from ..results import AskManyResult, AskResult, TargetAnswer, TokenUsage
 from ..state import AppState
 
@@ -96,11 +96,6 @@ _VIEWS: dict[str, RunningView] = {
 }
 
 
-def _capped(partials: dict[str, str], cap: int) -> dict[str, str]:
-    keep = answer_budgets([len(text) for text in partials.values()], cap)
-    return {label: text[:chars] for (label, text), chars in zip(partials.items(), keep, strict=True)}
-
-
 def _partial_section(partials: dict[str, str]) -> str:
     if not any(partials.values()):
         return "No answer text has arrived yet."
@@ -115,7 +110,7 @@ def running_result(
     state: AppState, tool: str, view: dict[str, Any], partials: dict[str, str], elapsed_s: float, answer_id: str
 ) -> CallToolResult:
     """The result of a call that goes on in the server: not an error, `status: running`, the text so far."""
-    partials = _capped({k: state.redact(v) for k, v in partials.items()}, state.settings.max_output_chars)
+    partials = cap_texts({k: state.redact(v) for k, v in partials.items()}, state.settings.max_output_chars)
     wait_s = state.detacher.wait_limit_s
     next_step = _next_step(answer_id, wait_s)
     elapsed_s = round(elapsed_s, 1)
@@ -160,7 +155,7 @@ def stopped_result(
     elif kind == "cancelled":
         lines.append("Nothing was charged: no request had gone out yet.")
     lines.append(f"Call {tool} again for a whole answer.")
-    partials = _capped(partials, state.settings.max_output_chars)
+    partials = cap_texts(partials, state.settings.max_output_chars)
     text = " ".join(lines) + "\n\n" + _partial_section(partials)
     details = {
         "kind": kind,
