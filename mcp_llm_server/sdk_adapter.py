@@ -17,12 +17,14 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 
+from .callers import CALLER_SCOPE_KEY, LOCAL, Caller
 from .progress import SendProgress
 from .state import AppState
 
 __all__ = [
     "OUTBOUND_PROGRESS_ATTRIBUTES",
     "app_state",
+    "caller_identity",
     "caller_listens",
     "caller_of",
     "default_get_prompt",
@@ -42,12 +44,20 @@ def app_state(ctx: Context[AppState]) -> AppState:
     return ctx.request_context.lifespan_context
 
 
-def caller_of(ctx: Context[AppState]) -> str:
-    """Who is calling: `stdio` for a local host; on HTTP `http:token` (the bearer token) or `http:open`."""
+def caller_identity(ctx: Context[AppState]) -> Caller:
+    """Who is calling (see `callers`): the local user over stdio; over HTTP the identity the gate authenticated."""
     request = getattr(ctx.request_context, "request", None)
     if request is None:
-        return "stdio"
-    return "http:token" if app_state(ctx).settings.http_token is not None else "http:open"
+        return LOCAL
+    settings = app_state(ctx).settings
+    scope: dict[str, Any] = getattr(request, "scope", {})
+    caller_id = scope.get(CALLER_SCOPE_KEY) or ("http:token" if settings.http_token is not None else "http:open")
+    return Caller(caller_id, sees_all=not settings.callers_told_apart or caller_id == settings.admin_caller)
+
+
+def caller_of(ctx: Context[AppState]) -> str:
+    """The caller's id, recorded with what the call makes."""
+    return caller_identity(ctx).id
 
 
 def _outbound_shape(ctx: Context[AppState]) -> bool | None:

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, Validation
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
+from .named_tokens import parse_named_tokens
 from .pricing import ModelPrice
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
@@ -112,6 +113,14 @@ class Settings(BaseSettings):
 
     # Streamable HTTP (`--transport http`) only.
     http_token: SecretStr | None = None
+    # Callers told apart: named tokens (`{"name": "token" or {"file": "/path"}}`, the caller is `token:<name>`) and
+    # OAuth access tokens (JWTs of `oauth_issuer` for `oauth_resource_url`; the caller is `oauth:<sub>`).
+    http_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+    oauth_issuer: str | None = None
+    oauth_resource_url: str | None = None  # this server's MCP URL, the audience its tokens must carry
+    oauth_jwks_url: str | None = None  # None: from the issuer's metadata
+    oauth_required_scopes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_caller: str | None = None  # a caller id (`token:ops`, `oauth:<sub>`) that sees everyone's data and usage
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_stateless: bool = False
@@ -165,7 +174,31 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return value
 
-    @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
+    @field_validator("http_tokens", mode="before")
+    @classmethod
+    def _named_tokens(cls, value: object) -> object:
+        return parse_named_tokens(value)
+
+    @field_validator("oauth_issuer", "oauth_resource_url", "oauth_jwks_url", "admin_caller", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("oauth_issuer", "oauth_resource_url", "oauth_jwks_url")
+    @classmethod
+    def _oauth_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("oauth_resource_url")
+    @classmethod
+    def _resource_with_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("oauth_issuer") is not None:
+            raise ValueError("must be set with MCP_LLM_OAUTH_ISSUER: this server's MCP URL (the tokens' audience)")
+        return value
+
+    @field_validator("http_allowed_hosts", "http_allowed_origins", "oauth_required_scopes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -213,9 +246,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @property
+    def callers_told_apart(self) -> bool:
+        """Whether HTTP callers have identities of their own (and each sees only its own data)."""
+        return bool(self.http_tokens) or self.oauth_issuer is not None
+
     def secrets(self) -> list[str]:
         """The configured secret values, for redaction."""
-        keys = (self.openai_api_key, self.anthropic_api_key, self.http_token)
+        keys = (self.openai_api_key, self.anthropic_api_key, self.http_token, *self.http_tokens.values())
         found = [s.get_secret_value() for s in keys if s is not None]
         if self.database_url:  # a PostgreSQL URL may carry a password
             password = urlsplit(self.database_url).password
