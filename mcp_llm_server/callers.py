@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CALLER_SCOPE_KEY", "LOCAL", "OAUTH_PREFIX", "TOKEN_PREFIX", "Caller"]
+__all__ = ["CALLER_SCOPE_KEY", "LOCAL", "MAX_CALLER_CHARS", "OAUTH_PREFIX", "TOKEN_PREFIX", "Caller"]
 
 # Where the HTTP gate leaves the authenticated caller's id in the ASGI scope (which the SDK hands to tools).
 CALLER_SCOPE_KEY = "mcp_llm_server.caller"
 
+MAX_CALLER_CHARS = 128  # the stored caller columns; an OAuth subject longer than fits is refused
 TOKEN_PREFIX = "token:"
 OAUTH_PREFIX = "oauth:"
 

@@ -8,7 +8,6 @@ bearer token, because every call spends the operator's provider credit.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 import resource
@@ -18,10 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from .http_limits import BodyDeadline, CancelOnDrop, SessionRetryAfter, guarded_protocol, send_json
+from .http_auth import HEALTH_PATH, AuthGate, HttpAuth
+from .http_limits import BodyDeadline, CancelOnDrop, SessionRetryAfter, guarded_protocol
 from .settings import Settings
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
-HEALTH_PATH = "/healthz"
 
 # Open SSE streams are closed at once on shutdown (sse-starlette); this only bounds anything else in flight.
 _SHUTDOWN_GRACE_S = 5
@@ -65,10 +65,11 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings, host: str) -> None:
     """Refuse to serve beyond loopback without a bearer token."""
-    if not is_loopback(host) and settings.http_token is None:
+    authenticated = settings.http_token is not None or settings.callers_told_apart
+    if not is_loopback(host) and not authenticated:
         raise HttpConfigError(
             f"refusing to listen on {host} without a bearer token: set MCP_LLM_HTTP_TOKEN "
-            "(at least 16 characters), or bind to 127.0.0.1"
+            "(at least 16 characters), MCP_LLM_HTTP_TOKENS or MCP_LLM_OAUTH_ISSUER, or bind to 127.0.0.1"
         )
 
 
@@ -99,45 +100,11 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     )
 
 
-class _Gate:
-    """Answers `/healthz` itself (no token: load balancers probe it) and lets the rest through only with the
-    bearer token, when one is configured. The comparison takes constant time."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self._app = app
-        self._expected = f"Bearer {token}".encode() if token is not None else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)  # lifespan: starts the session manager and our state
-            return
-        if scope["path"] == HEALTH_PATH:
-            if scope["method"] in ("GET", "HEAD"):
-                await send_json(send, 200, {"status": "ok"})
-            else:
-                await send_json(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, HEAD")])
-            return
-        if self._expected is not None and not self._authorized(scope):
-            logger.info("rejected a request without a valid bearer token from %s", (scope.get("client") or ["?"])[0])
-            await send_json(
-                send,
-                401,
-                {"error": "missing or invalid bearer token"},
-                [(b"www-authenticate", b'Bearer realm="mcp-llm-server"')],
-            )
-            return
-        await self._app(scope, receive, send)
-
-    def _authorized(self, scope: Scope) -> bool:
-        assert self._expected is not None
-        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
-        scheme, _, credentials = given.partition(b" ")
-        # Compare whole values: the scheme is case-insensitive, the token is not.
-        return hmac.compare_digest(b"Bearer " + credentials.strip(), self._expected) and scheme.lower() == b"bearer"
-
-
-def build_http_app(server: MCPServer, settings: Settings, *, host: str, stateless: bool) -> ASGIApp:
-    """The ASGI app: MCP Streamable HTTP at `/mcp` (SSE responses), `/healthz`, the bearer-token gate.
+def build_http_app(
+    server: MCPServer, settings: Settings, *, host: str, stateless: bool, oauth: TokenVerifier | None = None
+) -> ASGIApp:
+    """The ASGI app: MCP Streamable HTTP at `/mcp` (SSE responses), `/healthz`, the bearer-token gate (with
+    `oauth` checking access tokens when given; see `oauth_verifier`).
 
     Its lifespan (run by uvicorn, or any ASGI server) starts the SDK's session manager, which enters the MCP
     server's lifespan once for all sessions: one shared client per provider, as over stdio.
@@ -155,8 +122,7 @@ def build_http_app(server: MCPServer, settings: Settings, *, host: str, stateles
     app: ASGIApp = mcp_app
     if not stateless:
         app = SessionRetryAfter(CancelOnDrop(app), min(settings.http_session_idle_s, _SESSION_RETRY_AFTER_MAX_S))
-    token = settings.http_token.get_secret_value() if settings.http_token is not None else None
-    return BodyDeadline(_Gate(app, token), settings.http_body_timeout_s)
+    return BodyDeadline(AuthGate(app, HttpAuth.from_settings(settings, oauth)), settings.http_body_timeout_s)
 
 
 def connection_limit(wanted: int) -> int:

@@ -23,7 +23,7 @@ from ..errors import ProviderNotConfigured, UpstreamFailure
 from ..progress import FanoutProgress, Progress, SendProgress, fanout_relay, progress_relay
 from ..providers.base import LLMRequest, Provider, ProviderId
 from ..render import error_result
-from ..sdk_adapter import app_state, caller_of, progress_sender
+from ..sdk_adapter import app_state, caller_identity, progress_sender
 from ..settings import Settings
 from ..state import AppState, ProviderSlot
 from ..store import BudgetExceeded, NewTurn, Reservation, StoreError
@@ -254,13 +254,18 @@ async def model_call(
     job = current_job()
     # A job's progress goes to whoever listens now: the request that started it, later a get_answer waiting for it.
     send = job.send if job is not None else progress_sender(ctx)
+    caller = caller_identity(ctx)
     try:
         async with prepare_context(
-            state, deadline, conversation_id=conversation_id, system=system, files=files, client_roots=client_roots
+            state,
+            deadline,
+            caller,
+            conversation_id=conversation_id,
+            system=system,
+            files=files,
+            client_roots=client_roots,
         ) as context:
-            yield ModelCall(
-                state, tool, deadline, limits, context, caller_of(ctx), send, saves_turns=saves_turns, job=job
-            )
+            yield ModelCall(state, tool, deadline, limits, context, caller.id, send, saves_turns=saves_turns, job=job)
     except ContextRefused as exc:
         raise CallRefused("refused", str(exc)) from None
     except DeadlineExceeded as exc:

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..callers import Caller
 from ..files import FileRefused, read_files
 from ..providers.base import Completion, FileText, Turn
 from ..state import AppState
@@ -36,6 +37,7 @@ class CallContext:
     turns_omitted: int
     system: str | None  # the call's own system text, or the conversation's latest when it gives none
     files: tuple[FileText, ...]
+    owner: str  # the caller's id: a new conversation is theirs
 
     def new_turn(self, provider: str, prompt: str, completion: Completion) -> NewTurn:
         usage = completion.usage
@@ -58,7 +60,7 @@ class CallContext:
             return (self.conversation_id if self.continued else None), None
         try:
             for turn in turns:
-                await state.conversations.append(self.conversation_id, turn)
+                await state.conversations.append(self.conversation_id, turn, self.owner)
         except Exception as exc:  # StoreError, or anything a broken database raises: the answer must still go out
             logger.warning("could not save a turn of conversation %s: %s", self.conversation_id, exc)
             what = exc if isinstance(exc, StoreError) else type(exc).__name__
@@ -100,6 +102,7 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
 async def prepare_context(
     state: AppState,
     deadline: Deadline,
+    caller: Caller,
     *,
     conversation_id: str | None,
     system: str | None,
@@ -114,7 +117,7 @@ async def prepare_context(
         except FileRefused as exc:
             raise ContextRefused(str(exc)) from None
     if conversation_id is None:
-        yield CallContext(new_conversation_id(), False, (), 0, system, loaded)
+        yield CallContext(new_conversation_id(), False, (), 0, system, loaded, caller.id)
         return
     store = state.conversations
     async with AsyncExitStack() as held:
@@ -122,7 +125,7 @@ async def prepare_context(
             await held.enter_async_context(store.lock(conversation_id))
         try:
             with deadline.bound("loading the conversation"):
-                conversation = await store.get(conversation_id)
+                conversation = await store.get(conversation_id, caller.scope)
         except StoreError as exc:
             raise ContextRefused(str(exc)) from None
         if conversation is None:
@@ -134,4 +137,4 @@ async def prepare_context(
             system = next((t.turn.system for t in reversed(conversation.turns) if t.turn.system), None)
         kept, omitted = trim_history(conversation.turns, state.settings.history_max_chars)
         history = tuple(_as_turn(t, system) for t in kept)
-        yield CallContext(conversation_id, True, history, omitted, system, loaded)
+        yield CallContext(conversation_id, True, history, omitted, system, loaded, caller.id)

@@ -60,6 +60,8 @@ class _Text(_String):
     cache_ok = True
 
 
+OWNER_CHARS = 200  # caller ids are at most 128 characters (`callers.MAX_CALLER_CHARS`)
+SCOPE_CHARS = 200  # budget scopes: `global`, a provider, `caller:<caller id>`
 _PREPARE_LOCK = 0x6D63706C6C6D  # "mcpllm": the advisory lock that serialises schema preparation on PostgreSQL
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
@@ -77,6 +79,9 @@ conversations = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cached_input_tokens", BigInteger, nullable=False),
     Column("size_chars", BigInteger, nullable=False),  # text stored in its turns (the size cap counts this)
+    # The caller that started it (`callers`); null for conversations from before version 5 (stdio and the admin
+    # see those).
+    Column("owner", _String(OWNER_CHARS), nullable=True, index=True),
 )
 
 turns = Table(
@@ -119,7 +124,7 @@ ledger = Table(
 budget_spend = Table(
     "budget_spend",
     metadata,
-    Column("scope", _String(32), primary_key=True),
+    Column("scope", _String(SCOPE_CHARS), primary_key=True),
     Column("period", _String(32), primary_key=True),
     Column("spent_nanos", BigInteger, nullable=False),  # settled spend; live reservations are in budget_holds
 )
@@ -131,7 +136,7 @@ budget_holds = Table(
     "budget_holds",
     metadata,
     Column("hold_id", _String(32), primary_key=True),
-    Column("scope", _String(32), primary_key=True),
+    Column("scope", _String(SCOPE_CHARS), primary_key=True),
     Column("period", _String(32), primary_key=True),
     Column("nanos", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False),
@@ -167,7 +172,9 @@ def prepare(conn: Connection, where: str) -> None:
     Migrations only add tables so far, which `create_all` does: version 1 (conversations) to 2 (ledger, budget
     windows), 2 to 3 (budget_holds: reservations with a lease; a version-2 process's reservations were added to
     `spent_nanos`, which stays the settled spend here, so both can share a database during an upgrade), 3 to 4
-    (answers: detached calls).
+    (answers: detached calls). Version 5 adds a column, `conversations.owner` (existing rows keep null: they
+    belonged to the single user), and widens the budget scope columns for per-caller budgets (PostgreSQL checks
+    the length; SQLite does not).
     """
     if conn.dialect.name == "postgresql":
         # Replicas starting together on an empty database: one creates the tables, the others wait, then see them.
@@ -183,7 +190,21 @@ def prepare(conn: Connection, where: str) -> None:
                 kind="schema",
             )
     metadata.create_all(conn, checkfirst=True)
+    if version is not None and version < 5:
+        _add_owners(conn)
     if version is None:
         conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
     elif version < SCHEMA_VERSION:
         conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
+
+
+def _add_owners(conn: Connection) -> None:
+    """Version 4 to 5, in the transaction that records the version (PostgreSQL's DDL is transactional; SQLite's
+    ADD COLUMN is atomic on its own)."""
+    columns = {column["name"] for column in inspect(conn).get_columns("conversations")}
+    if "owner" not in columns:
+        conn.execute(text(f"ALTER TABLE conversations ADD COLUMN owner VARCHAR({OWNER_CHARS})"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_conversations_owner ON conversations (owner)"))
+    if conn.dialect.name == "postgresql":
+        for table in ("budget_spend", "budget_holds"):
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN scope TYPE VARCHAR({SCOPE_CHARS})"))

@@ -103,13 +103,15 @@ class AnswerStore:
                 .values(status=status, result=result, partials=partials, finished_at=now, heartbeat_at=now)
             )
 
-    async def get(self, answer_id: str) -> StoredAnswer | None:
-        """The answer, or None when there is none (or it has expired)."""
+    async def get(self, answer_id: str, caller: str | None = None) -> StoredAnswer | None:
+        """The answer, or None when there is none (or it has expired, or `caller` is given and it is another's)."""
         from sqlalchemy import select
 
         from ._tables import answers
 
         query = select(answers).where(answers.c.id == answer_id)
+        if caller is not None:
+            query = query.where(answers.c.caller == caller)
         if self.max_age_s is not None:
             query = query.where(answers.c.created_at >= self.clock() - self.max_age_s)
         async with self.db.begin() as conn:

@@ -144,14 +144,17 @@ class ConversationStore:
     def _cutoff(self) -> float | None:
         return None if self.max_age_s is None else self._clock() - self.max_age_s
 
-    async def get(self, conversation_id: str) -> Conversation | None:
-        """The conversation with every turn, oldest first; None when there is none (or it has expired)."""
+    async def get(self, conversation_id: str, owner: str | None = None) -> Conversation | None:
+        """The conversation with every turn, oldest first; None when there is none (or it has expired, or `owner`
+        is given and it is someone else's)."""
         from sqlalchemy import select
 
         from ._tables import conversations, turns
 
         async with self.db.begin() as conn:
             query = select(conversations).where(conversations.c.id == conversation_id)
+            if owner is not None:
+                query = query.where(conversations.c.owner == owner)
             cutoff = self._cutoff()
             if cutoff is not None:
                 query = query.where(conversations.c.updated_at >= cutoff)
@@ -172,14 +175,16 @@ class ConversationStore:
         models = tuple(dict.fromkeys(t.turn.model for t in stored))
         return Conversation(summary=_summary(row, providers, models), turns=stored)
 
-    async def list_recent(self, limit: int = 50) -> list[ConversationSummary]:
-        """The most recently updated conversations first."""
+    async def list_recent(self, limit: int = 50, owner: str | None = None) -> list[ConversationSummary]:
+        """The most recently updated conversations first (only `owner`'s when given)."""
         from sqlalchemy import select
 
         from ._tables import conversations, turns
 
         async with self.db.begin() as conn:
             query = select(conversations).order_by(conversations.c.updated_at.desc()).limit(limit)
+            if owner is not None:
+                query = query.where(conversations.c.owner == owner)
             cutoff = self._cutoff()
             if cutoff is not None:
                 query = query.where(conversations.c.updated_at >= cutoff)
@@ -199,11 +204,12 @@ class ConversationStore:
 
     # --- writing -----------------------------------------------------------------------------------------------
 
-    async def append(self, conversation_id: str, turn: NewTurn) -> int:
-        """Add `turn` at the end of the conversation (created by its first turn); returns the turn's index."""
+    async def append(self, conversation_id: str, turn: NewTurn, owner: str | None = None) -> int:
+        """Add `turn` at the end of the conversation (created by its first turn, owned by `owner`); returns the
+        turn's index."""
         for attempt in range(_APPEND_TRIES):
             try:
-                index = await self._append_once(conversation_id, turn)
+                index = await self._append_once(conversation_id, turn, owner)
             except StoreError as exc:  # another process created the conversation or took the index: go again
                 if exc.kind != "conflict":
                     raise
@@ -221,7 +227,7 @@ class ConversationStore:
             return index
         raise AssertionError("unreachable")
 
-    async def _append_once(self, conversation_id: str, turn: NewTurn) -> int:
+    async def _append_once(self, conversation_id: str, turn: NewTurn, owner: str | None) -> int:
         from sqlalchemy import insert, select, update
 
         from ._tables import conversations, turns
@@ -256,6 +262,7 @@ class ConversationStore:
                         output_tokens=usage.get("output_tokens") or 0,
                         cached_input_tokens=usage.get("cached_input_tokens") or 0,
                         size_chars=size,
+                        owner=owner,
                     )
                 )
                 index = 0
@@ -281,15 +288,20 @@ class ConversationStore:
             )
         return index
 
-    async def delete(self, conversation_id: str) -> bool:
-        """Delete the conversation and its turns; False when there was none."""
+    async def delete(self, conversation_id: str, owner: str | None = None) -> bool:
+        """Delete the conversation and its turns; False when there was none (or, `owner` given, not theirs)."""
         from sqlalchemy import delete
 
         from ._tables import conversations, turns
 
         async with self.db.begin() as conn:
-            await conn.execute(delete(turns).where(turns.c.conversation_id == conversation_id))
-            result = await conn.execute(delete(conversations).where(conversations.c.id == conversation_id))
+            # The conversation's row first: it locks the row, and an owner that does not match deletes nothing.
+            query = delete(conversations).where(conversations.c.id == conversation_id)
+            if owner is not None:
+                query = query.where(conversations.c.owner == owner)
+            result = await conn.execute(query)
+            if result.rowcount:
+                await conn.execute(delete(turns).where(turns.c.conversation_id == conversation_id))
         return bool(result.rowcount)
 
     async def _prune(self, *, keep: str) -> int:

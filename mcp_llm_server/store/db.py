@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url", "
 logger = logging.getLogger(__name__)
 
 # 1: conversations; 2: + ledger, budget_spend; 3: + budget_holds (reservations with a lease); 4: + answers (detached)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _APP_NAME = "mcp-llm-server"
 _PREPARE_TRIES = 3
 _BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another one; `?timeout=SECONDS` in the URL changes it

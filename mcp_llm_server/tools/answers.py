@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field
 
 from ..answers import AnswerJob, dump_result, load_result
 from ..answers.remote import POLL_S, owner_gone
+from ..callers import Caller
 from ..pipeline import CallRefused, refusal_result
 from ..progress import SendProgress, plain_tail
 from ..render import ERROR_META_KEY, success_result
-from ..sdk_adapter import app_state, progress_sender
+from ..sdk_adapter import app_state, caller_identity, progress_sender
 from ..state import AppState
 from ..store import StoredAnswer, StoreError
 from .running import ANSWER_META_KEY, running_result, stopped_result, with_status
@@ -111,12 +112,18 @@ async def _poll(
         stored = fresh
 
 
-async def _appearing(state: AppState, answer_id: str, wait_s: float) -> StoredAnswer | None:
+def _local(state: AppState, answer_id: str, caller: Caller) -> AnswerJob | None:
+    """The job when this process runs it and it is the caller's (another's behaves as if it did not exist)."""
+    job = state.detacher.local(answer_id)
+    return job if job is not None and caller.owns(job.caller) else None
+
+
+async def _appearing(state: AppState, answer_id: str, wait_s: float, caller: Caller) -> StoredAnswer | None:
     """The answer's row, waited for up to `wait_s` when there is none yet: the process that returned its id may not
     have written it yet (its first write waits on a busy database, or a cold open)."""
     until = anyio.current_time() + min(wait_s, APPEAR_WAIT_S)
     while True:
-        stored = await state.detacher.store.get(answer_id)
+        stored = await state.detacher.store.get(answer_id, caller.scope)
         left = until - anyio.current_time()
         if stored is not None or left <= 0:
             return stored
@@ -140,13 +147,14 @@ async def get_answer(ctx: Context[AppState], answer_id: str, wait_s: float | Non
     state = app_state(ctx)
     detacher = state.detacher
     wait = detacher.wait_limit_s if wait_s is None else min(wait_s, detacher.wait_limit_s)
-    job = detacher.local(answer_id)
+    caller = caller_identity(ctx)
+    job = _local(state, answer_id, caller)
     if job is not None:
         if not job.done.is_set():
             await detacher.wait_for(job, wait, progress_sender(ctx))
         return _from_job(state, job)
     try:
-        stored = await _appearing(state, answer_id, wait)
+        stored = await _appearing(state, answer_id, wait, caller)
         if stored is not None and stored.status == "running":
             stored = await _poll(state, stored, wait, progress_sender(ctx))
     except StoreError as exc:
@@ -190,14 +198,15 @@ def _report(answer_id: str, result: CallToolResult | None, asked: bool) -> CallT
 async def cancel_answer(ctx: Context[AppState], answer_id: str) -> CallToolResult:
     state = app_state(ctx)
     detacher = state.detacher
-    job = detacher.local(answer_id)
+    caller = caller_identity(ctx)
+    job = _local(state, answer_id, caller)
     if job is not None:
         running = not job.done.is_set()
         if running:
             await detacher.cancel(job, CANCEL_WAIT_S)
         return _report(answer_id, job.result, asked=running)
     try:
-        stored = await detacher.store.get(answer_id)
+        stored = await detacher.store.get(answer_id, caller.scope)
         asked = stored is not None and stored.status == "running"
         if stored is not None and asked:
             await detacher.store.request_cancel(answer_id)

@@ -17,7 +17,7 @@ from mcp.types import INVALID_PARAMS, CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ..render import error_result, success_result
-from ..sdk_adapter import app_state
+from ..sdk_adapter import app_state, caller_identity
 from ..state import AppState
 from ..store import Conversation, ConversationSummary, StoreError
 
@@ -164,7 +164,7 @@ def _register_list(server: MCPServer) -> None:
     ) -> Annotated[CallToolResult, ConversationList]:
         state = app_state(ctx)
         try:
-            summaries = await state.conversations.list_recent(limit)
+            summaries = await state.conversations.list_recent(limit, caller_identity(ctx).scope)
         except StoreError as exc:
             return error_result(state, str(exc))
         result = ConversationList(conversations=[_info(s) for s in summaries], count=len(summaries))
@@ -184,7 +184,7 @@ def _register_get(server: MCPServer) -> None:
     ) -> Annotated[CallToolResult, ConversationDetail]:
         state = app_state(ctx)
         try:
-            conversation = await state.conversations.get(conversation_id)
+            conversation = await state.conversations.get(conversation_id, caller_identity(ctx).scope)
         except StoreError as exc:
             return error_result(state, str(exc))
         if conversation is None:
@@ -208,7 +208,7 @@ def _register_delete(server: MCPServer) -> None:
         state = app_state(ctx)
         try:
             async with state.conversations.lock(conversation_id):  # not while a call is adding a turn
-                deleted = await state.conversations.delete(conversation_id)
+                deleted = await state.conversations.delete(conversation_id, caller_identity(ctx).scope)
         except StoreError as exc:
             return error_result(state, str(exc))
         result = DeleteResult(conversation_id=conversation_id, deleted=deleted)
@@ -227,7 +227,7 @@ def _register_resource(server: MCPServer) -> None:
     async def conversation_resource(conversation_id: str, ctx: Context[AppState]) -> str:
         state = app_state(ctx)
         try:
-            conversation = await state.conversations.get(conversation_id)
+            conversation = await state.conversations.get(conversation_id, caller_identity(ctx).scope)
         except StoreError as exc:
             raise MCPError(INVALID_PARAMS, state.redact(str(exc))) from None
         if conversation is None:
