@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from bearer_proxy import bearer_proxy
 from conftest import server_env
 from helpers import ANSI, NODE_BIN, indented, node_tools_env
-from http_server import running_http_server
+from http_server import free_port, running_http_server
 
 from mcp_llm_server._standin import Reply, StandIn
 
@@ -183,3 +185,24 @@ def test_conformance_stateless(node_env: dict[str, str], standin: StandIn, tmp_p
         statuses = [check["status"] for check in checks.get(scenario, [])]
         assert "SUCCESS" in statuses and "FAILURE" not in statuses, f"{scenario}: {statuses}"
     assert [check["status"] for check in checks["server-sse-multiple-streams"]] == ["WARNING"]
+
+
+def test_conformance_with_named_tokens(node_env: dict[str, str], standin: StandIn, tmp_path: Path) -> None:
+    """With callers told apart (named tokens: the gate on, sessions bound to the token), the suite passes as
+    before. Its client sends no credentials, so a loopback proxy adds the token; without it every request is 401."""
+    token = "conformance-token-0123456789"
+    env = server_env(standin, MCP_LLM_HTTP_TOKENS=json.dumps({"suite": token}))
+    results = tmp_path / "results"
+    with running_http_server(env, tmp_path) as server:
+        assert httpx2.post(server.mcp_url, json={}).status_code == 401
+        with bearer_proxy(server.base_url, token, free_port()) as proxy:
+            done = conformance(
+                node_env, "--url", f"{proxy}/mcp", "--expected-failures", str(BASELINE), "-o", str(results)
+            )
+        stderr = server.stderr()
+    assert done.returncode == 0, indented(done.stdout + done.stderr)
+    checks = _scenario_checks(results)
+    for scenario in [*MUST_PASS, "server-sse-multiple-streams"]:
+        statuses = [check["status"] for check in checks.get(scenario, [])]
+        assert "SUCCESS" in statuses and "FAILURE" not in statuses, f"{scenario}: {statuses}"
+    assert token not in stderr
