@@ -78,12 +78,16 @@ def estimate_input_tokens(request: LLMRequest) -> int:
     return -(-chars // 4) + 16  # plus a little for the message framing
 
 
+_RATES_KEPT = 1024
+
+
 class Pricing:
     """Prices calls; overrides (keyed `model` or `provider:model`) win over the price table."""
 
     def __init__(self, overrides: dict[str, ModelPrice], unknown: ModelPrice | None = None) -> None:
         self._overrides = overrides
         self._unknown = unknown
+        self._rates: dict[tuple[str, str], Rates | None] = {}  # the price table does not change while running
 
     def _override(self, provider: str, model: str) -> ModelPrice | None:
         return self._overrides.get(f"{provider}:{model}") or self._overrides.get(model)
@@ -128,6 +132,14 @@ class Pricing:
 
     def rates(self, provider: str, model: str) -> Rates | None:
         """Input and output prices per million tokens; None when unknown (and no MCP_LLM_UNKNOWN_MODEL_PRICE)."""
+        key = (provider, model)
+        if key not in self._rates:
+            if len(self._rates) >= _RATES_KEPT:  # model names come from callers: the memo stays bounded
+                self._rates.clear()
+            self._rates[key] = self._find_rates(provider, model)
+        return self._rates[key]
+
+    def _find_rates(self, provider: str, model: str) -> Rates | None:
         override = self._override(provider, model)
         if override is not None:
             return Rates(override.input_per_mtok, override.output_per_mtok)

@@ -64,6 +64,8 @@ class Meter:
         """Reserve the call's worst-case cost for `lease_s` (past it the reservation no longer counts, so a crashed
         process frees its own); raises `BudgetExceeded` (before any request) when a cap is full, `StoreError` when
         the database cannot be used."""
+        if not caps:  # nothing to hold against: no pricing, no transaction
+            return Reservation((), 0)
         return await self.spend.reserve(caps, worst_case_nanos(self.pricing, provider_id, request), lease_s=lease_s)
 
     async def release(self, reservation: Reservation) -> None:
