@@ -210,7 +210,12 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
         timer.daemon = True
         timer.start()
     try:
-        async with state.detacher.running(), anyio.create_task_group() as opening:
+        # Deferred writes outlast the detached jobs that make them, and end before the database closes.
+        async with (
+            state.conversations.db.behind.running(),
+            state.detacher.running(),
+            anyio.create_task_group() as opening,
+        ):
             opening.start_soon(_open_store_soon, state.conversations.db)
             try:
                 yield state

@@ -55,17 +55,15 @@ class CallContext:
     async def save(self, state: AppState, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
         """Append the turns: the conversation id (None when they could not be saved) and, then, why not.
 
-        The answer was paid for and is in hand: no failure of the database may lose it, so every one is caught."""
+        The write happens after the answer has gone out (`store.behind`); a failure known only then is logged and
+        told to whoever next asks for the conversation. The answer was paid for and is in hand: no failure of the
+        database may lose it."""
         if not turns:
             return (self.conversation_id if self.continued else None), None
-        try:
-            for turn in turns:
-                await state.conversations.append(self.conversation_id, turn, self.owner)
-        except Exception as exc:  # StoreError, or anything a broken database raises: the answer must still go out
-            logger.warning("could not save a turn of conversation %s: %s", self.conversation_id, exc)
-            what = exc if isinstance(exc, StoreError) else type(exc).__name__
+        failure = await state.conversations.append_behind(self.conversation_id, turns, self.owner)
+        if failure is not None:
             return None, (
-                f"This answer could not be saved to a conversation ({what}); it is complete here, but "
+                f"This answer could not be saved to a conversation ({failure}); it is complete here, but "
                 "conversation_id is null and get_conversation will not show it."
             )
         return self.conversation_id, None
@@ -95,6 +93,18 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
         answer=t.answer,
         files=tuple(FileText(f.path, f.text, f.sha256) for f in t.files),
         system=t.system if t.system and t.system != system else None,
+    )
+
+
+def _no_conversation(conversation_id: str, unsaved: str | None) -> str:
+    if unsaved is not None:
+        return (
+            f"No conversation `{conversation_id}`: the answer that started it could not be saved ({unsaved}). "
+            "Omit conversation_id to start a new one, passing what the model needs to know in the prompt."
+        )
+    return (
+        f"No conversation `{conversation_id}` (it may have expired or been deleted). Call "
+        "list_conversations to see the conversations kept, or omit conversation_id to start a new one."
     )
 
 
@@ -129,10 +139,7 @@ async def prepare_context(
         except StoreError as exc:
             raise ContextRefused(str(exc)) from None
         if conversation is None:
-            raise ContextRefused(
-                f"No conversation `{conversation_id}` (it may have expired or been deleted). Call "
-                "list_conversations to see the conversations kept, or omit conversation_id to start a new one."
-            )
+            raise ContextRefused(_no_conversation(conversation_id, store.unsaved(conversation_id)))
         if system is None:
             system = next((t.turn.system for t in reversed(conversation.turns) if t.turn.system), None)
         kept, omitted = trim_history(conversation.turns, state.settings.history_max_chars)

@@ -138,13 +138,23 @@ class Meter:
         return cost
 
     async def _settle(self, reservation: Reservation, actual: int, entry: LedgerEntry | None) -> str | None:
-        """Settle the reservation; None, or what could not be recorded (the answer still stands)."""
-        try:
-            await self.spend.settle(reservation, actual, entry)
-        except StoreError as exc:  # SettlementFailed says what became of the reservation
-            logger.warning("could not record the cost of a call: %s", exc)
-            return str(exc)
-        except Exception as exc:
-            logger.warning("could not record the cost of a call: %s", exc)
-            return UNRECORDED_COST_NOTE
-        return None
+        """Settle the reservation, after the answer has gone out when the server runs (`store.behind`: the usage
+        report waits for it; until then the reservation keeps holding the worst case). Returns what could not be
+        recorded when that is known now (the settlement ran inline), else None; a later failure is logged."""
+        failed: list[str] = []
+
+        async def write() -> bool:
+            try:
+                await self.spend.settle(reservation, actual, entry)
+                return True
+            except StoreError as exc:  # SettlementFailed says what became of the reservation
+                logger.warning("could not record the cost of a call: %s", exc)
+                failed.append(str(exc))
+            except Exception as exc:
+                logger.warning("could not record the cost of a call: %s", exc)
+                failed.append(UNRECORDED_COST_NOTE)
+            self.spend.unrecorded += 1
+            return False
+
+        await self.spend.db.behind.write((), write)
+        return failed[0] if failed else None

@@ -12,7 +12,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,12 @@ class Conversation:
 
 
 _PRUNE_EVERY_S = 60.0
+_UNSAVED_KEPT = 256
+
+
+def conversation_key(conversation_id: str) -> str:
+    """What a conversation's deferred writes are filed under (`WriteBehind`)."""
+    return f"conversation:{conversation_id}"
 
 
 class ConversationStore:
@@ -116,6 +122,7 @@ class ConversationStore:
         self.max_chars = max_chars
         self._clock = clock
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self._unsaved: dict[str, str] = {}  # conversation id -> why its latest turn could not be saved
         # Pruning costs a transaction and a scan; reads already hide expired rows, so deleting them can wait
         # up to _PRUNE_EVERY_S, and the size cap is re-checked only when this process's running estimate of
         # the total (refreshed from the database at least as often) says it may be exceeded.
@@ -151,6 +158,7 @@ class ConversationStore:
 
         from ._tables import conversations, turns
 
+        await self.db.behind.settled(conversation_key(conversation_id))  # its last turn may still be being written
         async with self.db.begin() as conn:
             query = select(conversations).where(conversations.c.id == conversation_id)
             if owner is not None:
@@ -181,6 +189,7 @@ class ConversationStore:
 
         from ._tables import conversations, turns
 
+        await self.db.behind.settled()
         async with self.db.begin() as conn:
             query = select(conversations).order_by(conversations.c.updated_at.desc()).limit(limit)
             if owner is not None:
@@ -203,6 +212,34 @@ class ConversationStore:
         return [_summary(row, tuple(used[row["id"]][0]), tuple(used[row["id"]][1])) for row in rows]
 
     # --- writing -----------------------------------------------------------------------------------------------
+
+    async def append_behind(self, conversation_id: str, turns: Sequence[NewTurn], owner: str) -> str | None:
+        """Append `turns` after the answer has gone out (see `behind`): reads of this conversation wait for them.
+        Returns why they could not be saved when that is known now (the write ran inline), else None; a failure
+        known later is logged and told to whoever next asks for the conversation (`unsaved`)."""
+        self._unsaved.pop(conversation_id, None)
+        failed: list[str] = []
+
+        async def write() -> bool:
+            try:
+                for turn in turns:
+                    await self.append(conversation_id, turn, owner)
+                return True
+            except Exception as exc:  # StoreError, or anything a broken database raises
+                why = str(exc) if isinstance(exc, StoreError) else type(exc).__name__
+                logger.warning("could not save a turn of conversation %s: %s", conversation_id, why)
+                self._unsaved[conversation_id] = why
+                while len(self._unsaved) > _UNSAVED_KEPT:
+                    del self._unsaved[next(iter(self._unsaved))]
+                failed.append(why)
+                return False
+
+        await self.db.behind.write((conversation_key(conversation_id),), write)
+        return failed[0] if failed else None
+
+    def unsaved(self, conversation_id: str) -> str | None:
+        """Why this process could not save the conversation's latest turn, if it could not."""
+        return self._unsaved.get(conversation_id)
 
     async def append(self, conversation_id: str, turn: NewTurn, owner: str | None = None) -> int:
         """Add `turn` at the end of the conversation (created by its first turn, owned by `owner`); returns the
@@ -294,6 +331,7 @@ class ConversationStore:
 
         from ._tables import conversations, turns
 
+        await self.db.behind.settled(conversation_key(conversation_id))
         async with self.db.begin() as conn:
             # The conversation's row first: it locks the row, and an owner that does not match deletes nothing.
             query = delete(conversations).where(conversations.c.id == conversation_id)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .behind import WriteBehind
+
 __all__ = ["SCHEMA_VERSION", "Database", "StoreError", "default_database_url", "import_sqlalchemy"]
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Database:
 
     def __init__(self, url: str | None) -> None:
         self._url = url
+        self.behind = WriteBehind()  # the stores' writes that need not hold up an answer
         self._engine: AsyncEngine | None = None
         self._lock = anyio.Lock()
         self._busy_timeout_s = _BUSY_TIMEOUT_S

@@ -130,6 +130,7 @@ class SpendStore:
     ) -> None:
         self.db = db
         self.clock = clock  # wall time: the budget windows, and the leases (replicas' clocks should agree)
+        self.unrecorded = 0  # answers whose cost this process could not record (their write failed)
         self._settle_pauses_s = tuple(settle_pauses_s)
         self._settle_retry_within_s = settle_retry_within_s
 
@@ -259,6 +260,7 @@ class SpendStore:
 
     async def spent(self, scope: str, period: str) -> int:
         """Spent or reserved (by a hold whose lease has not ended) in the current window of `scope` and `period`."""
+        await self.db.behind.settled()  # settlements still being written
         now = self.clock()
         key, _ = period_bounds(period, now)
         async with self.db.begin() as conn:
@@ -266,6 +268,7 @@ class SpendStore:
 
     async def report(self, top: int = 10) -> dict[str, Any]:
         """Today's and this month's spend and tokens by provider and model; the most expensive conversations."""
+        await self.db.behind.settled()  # ledger rows still being written
         now = self.clock()
         out: dict[str, Any] = {}
         async with self.db.begin() as conn:
