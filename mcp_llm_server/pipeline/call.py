@@ -124,7 +124,7 @@ class ModelCall:
                 reservation = await meter.reserve(
                     provider_id,
                     request,
-                    budget_caps(self.settings, provider_id),
+                    budget_caps(self.settings, provider_id, self.caller),
                     lease_s=self.deadline.remaining() + LEASE_MARGIN_S,
                 )
         except BudgetExceeded as refused:
