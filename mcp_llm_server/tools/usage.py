@@ -127,8 +127,9 @@ def register_usage_tools(server: MCPServer, running: Callable[[], AppState | Non
         title="Spend and token usage",
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True),
         description="Report what the model calls made through this server cost: today's and this month's spend "
-        "(USD) and tokens by provider and model, the most expensive conversations, and each budget cap with what "
-        "is left. Makes no model call.",
+        "(USD) and tokens by provider and model (and by caller), the most expensive conversations, and each budget "
+        "cap with what is left. When the server tells callers apart, you see your own usage and budgets only. "
+        "Makes no model call.",
     )
     async def usage_report_tool(ctx: Context[AppState]) -> CallToolResult:
         state = app_state(ctx)
@@ -142,7 +143,8 @@ def register_usage_tools(server: MCPServer, running: Callable[[], AppState | Non
         USAGE_URI,
         name="usage",
         title="Spend and token usage",
-        description="JSON: today's and this month's spend and tokens by provider and model (as usage_report).",
+        description="JSON: today's and this month's spend and tokens by provider, model and caller (as "
+        "usage_report); not served when the server tells callers apart (use usage_report).",
         mime_type="application/json",
     )
     async def usage_resource() -> str:
