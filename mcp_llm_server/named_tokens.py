@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from pathlib import Path
 
 from pydantic import SecretStr
+
+from .json_setting import json_object
 
 __all__ = ["MIN_TOKEN_CHARS", "NamedTokens", "parse_named_tokens"]
 
@@ -24,15 +25,7 @@ _MAX_TOKEN_FILE_BYTES = 4096
 def parse_named_tokens(value: object) -> dict[str, SecretStr]:
     """`{"name": "token" | {"file": "/path"}}` (a JSON string or a mapping) to name -> token. Messages name the
     entry and never show a token."""
-    if isinstance(value, str):
-        if value.strip() == "":
-            return {}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f'not JSON ({exc.msg}): expected {{"name": "token" or {{"file": "/path"}}}}') from None
-    if not isinstance(value, dict):
-        raise ValueError('expected a JSON object {"name": "token" or {"file": "/path"}}')
+    value = json_object(value, '{"name": "token" or {"file": "/path"}}')
     tokens: dict[str, SecretStr] = {}
     for name, entry in value.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, Validation
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
+from .caller_budgets import CallerBudgets, parse_caller_budgets
 from .named_tokens import parse_named_tokens
 from .pricing import ModelPrice
 
@@ -102,6 +103,10 @@ class Settings(BaseSettings):
     openai_budget_monthly_usd: float | None = Field(default=None, ge=0)
     anthropic_budget_daily_usd: float | None = Field(default=None, ge=0)
     anthropic_budget_monthly_usd: float | None = Field(default=None, ge=0)
+    # Caps every caller has, each in windows of its own; `caller_budgets` overrides them for the callers it names.
+    caller_budget_daily_usd: float | None = Field(default=None, ge=0)
+    caller_budget_monthly_usd: float | None = Field(default=None, ge=0)
+    caller_budgets: Annotated[CallerBudgets, NoDecode] = Field(default_factory=dict)
 
     # Files as context.
     file_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: only the client's MCP roots
@@ -220,11 +225,18 @@ class Settings(BaseSettings):
         "openai_budget_monthly_usd",
         "anthropic_budget_daily_usd",
         "anthropic_budget_monthly_usd",
+        "caller_budget_daily_usd",
+        "caller_budget_monthly_usd",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("caller_budgets", mode="before")
+    @classmethod
+    def _caller_budgets(cls, value: object) -> object:
+        return parse_caller_budgets(value)
 
     @field_validator("database_url")
     @classmethod

@@ -172,3 +172,44 @@ async def test_stdio_sees_every_conversation_and_the_tokens_stay_out_of_the_log(
         await store.db.aclose()
     assert alices and len(everyone) >= len(alices)
     assert not any(token in server.stderr() for token in TOKENS.values())
+
+
+@pytest.fixture(scope="module")
+def budgeted(upstream: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """Alice and ops may spend up to $1 a day each (the default), bob $0; all together $0.50 a day."""
+    folder = tmp_path_factory.mktemp("budgeted")
+    env = server_env(
+        upstream,
+        MCP_LLM_HTTP_TOKENS=json.dumps(TOKENS),
+        MCP_LLM_ADMIN_CALLER="token:ops",
+        MCP_LLM_DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'budgets.db'}",
+        MCP_LLM_MODEL_PRICES=json.dumps({"priced": {"input_per_mtok": 1000, "output_per_mtok": 1000}}),
+        MCP_LLM_BUDGET_DAILY_USD="0.5",
+        MCP_LLM_CALLER_BUDGET_DAILY_USD="1",
+        MCP_LLM_CALLER_BUDGETS=json.dumps({"token:bob": {"daily_usd": 0}}),
+    )
+    with running_http_server(env, folder) as running:
+        yield running
+
+
+async def test_budgets_are_each_callers_own_and_a_shared_cap_hides_others_spend(
+    budgeted: HttpServer, upstream: StandIn
+) -> None:
+    upstream.clear()
+    small = {"prompt": "hi", "model": "priced", "max_tokens": 20}  # at most about $0.04
+    async with client_as(budgeted, "alice") as alice:
+        failed, _, said = await finished(alice, "ask_openai", **small)
+        assert not failed, said
+    async with client_as(budgeted, "bob") as bob:
+        failed, _, refused = await call(bob, "ask_openai", **small)
+        assert failed and "your daily budget as caller token:bob" in refused
+        _, own, _ = await call(bob, "usage_report")
+        assert own["caller"] == "token:bob" and own["today"]["calls"] == 0 and "by_caller" not in own["today"]
+        assert all("spent_usd" not in cap for cap in own["budgets"] if not cap["scope"].startswith("caller:"))
+    async with client_as(budgeted, "alice") as alice:
+        failed, _, shared = await call(alice, "ask_openai", **{**small, "max_tokens": 600})  # over the $0.50 shared
+        assert failed and "shared by every caller" in shared and "already spent" not in shared
+    async with client_as(budgeted, "ops") as admin:
+        _, everyone, _ = await call(admin, "usage_report")
+        assert [row["caller"] for row in everyone["today"]["by_caller"]] == ["token:alice"]
+    assert len([r for r in upstream.requests if r.method == "POST"]) == 1  # the refusals sent nothing

@@ -11,7 +11,7 @@ call      `model_call`: the above in order, for one tool call
 from .call import CallRefused, ModelCall, deadline_refusal, model_call, refusal_result
 from .deadline import Deadline, DeadlineExceeded
 from .metering import Metered
-from .policy import CallLimits, budget_caps, call_limits
+from .policy import CallLimits, budget_caps, call_limits, caller_caps
 from .run import CallOutcome, run_call
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ModelCall",
     "budget_caps",
     "call_limits",
+    "caller_caps",
     "deadline_refusal",
     "model_call",
     "refusal_result",

@@ -26,10 +26,10 @@ from ..render import error_result
 from ..sdk_adapter import app_state, caller_identity, progress_sender
 from ..settings import Settings
 from ..state import AppState, ProviderSlot
-from ..store import BudgetExceeded, NewTurn, Reservation, StoreError
+from ..store import CALLER_SCOPE_PREFIX, BudgetExceeded, NewTurn, Reservation, StoreError
 from .context import CallContext, ContextRefused, prepare_context
 from .deadline import Deadline, DeadlineExceeded
-from .metering import Meter, Metered, refusal_details
+from .metering import Meter, Metered, refusal_details, shared_refusal
 from .policy import CallLimits, budget_caps, call_limits
 from .run import Consumed, run_call
 
@@ -71,6 +71,7 @@ class ModelCall:
     send: SendProgress | None
     saves_turns: bool = True  # False: the ledger rows name no conversation (extract_json keeps none)
     job: AnswerJob | None = None  # set when the call runs as a job that may detach from its request
+    caller_sees_all: bool = True  # False: other callers' spending is not this caller's to see
     notes: list[str] = field(default_factory=list)  # what went wrong around the answers (their cost not recorded)
 
     @property
@@ -124,10 +125,12 @@ class ModelCall:
                 reservation = await meter.reserve(
                     provider_id,
                     request,
-                    budget_caps(self.settings, provider_id),
+                    budget_caps(self.settings, provider_id, self.caller),
                     lease_s=self.deadline.remaining() + LEASE_MARGIN_S,
                 )
         except BudgetExceeded as refused:
+            if not self.caller_sees_all and not refused.cap.scope.startswith(CALLER_SCOPE_PREFIX):
+                raise CallRefused("budget_exceeded", *shared_refusal(refused)) from None
             raise CallRefused("budget_exceeded", str(refused), refusal_details(refused)) from None
         except StoreError as exc:  # a budget is set but cannot be checked: nothing is sent unchecked
             raise CallRefused(
@@ -265,7 +268,18 @@ async def model_call(
             files=files,
             client_roots=client_roots,
         ) as context:
-            yield ModelCall(state, tool, deadline, limits, context, caller.id, send, saves_turns=saves_turns, job=job)
+            yield ModelCall(
+                state,
+                tool,
+                deadline,
+                limits,
+                context,
+                caller.id,
+                send,
+                saves_turns=saves_turns,
+                job=job,
+                caller_sees_all=caller.sees_all,
+            )
     except ContextRefused as exc:
         raise CallRefused("refused", str(exc)) from None
     except DeadlineExceeded as exc:

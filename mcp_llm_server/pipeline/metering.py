@@ -19,7 +19,7 @@ from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendSt
 from .policy import worst_case_nanos
 from .run import CallOutcome, Consumed
 
-__all__ = ["BudgetExceeded", "Meter", "Metered", "refusal_details"]
+__all__ = ["BudgetExceeded", "Meter", "Metered", "refusal_details", "shared_refusal"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,22 @@ def refusal_details(refused: BudgetExceeded) -> dict[str, Any]:
         "resets_at": refused.resets_at.isoformat(),
         "retryable": False,
     }
+
+
+def shared_refusal(refused: BudgetExceeded) -> tuple[str, dict[str, Any]]:
+    """A refusal by a budget shared with other callers, told to a caller who may not see their spending: the cap
+    and when it resets, not what is spent."""
+    cap = refused.cap
+    period = "daily" if cap.period == "day" else "monthly"
+    which = "all providers" if cap.scope == "global" else cap.scope
+    message = (
+        f"Refused by the {period} budget for {which}, shared by every caller of this server ({cap.variable}): it "
+        f"has no room for this call. It resets at {refused.resets_at:%Y-%m-%d %H:%M} UTC. No request was sent; ask "
+        "with a lower max_tokens or a cheaper model, or wait for the reset."
+    )
+    details = refusal_details(refused)
+    del details["spent_usd"]
+    return message, details
 
 
 @dataclass(frozen=True, slots=True)

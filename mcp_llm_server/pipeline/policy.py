@@ -10,7 +10,7 @@ from ..pricing import NANOS_PER_USD, Pricing, estimate_input_tokens
 from ..providers.base import LLMRequest, ProviderId, output_allowance
 from ..resilience import RetryPolicy
 from ..settings import Settings
-from ..store import BudgetCap
+from ..store import CALLER_SCOPE_PREFIX, BudgetCap
 
 __all__ = [
     "CHARS_PER_TOKEN_CAP",
@@ -18,6 +18,7 @@ __all__ = [
     "answer_char_cap",
     "budget_caps",
     "call_limits",
+    "caller_caps",
     "retry_policy",
     "worst_case_nanos",
 ]
@@ -66,8 +67,8 @@ _BUDGET_VARIABLES: dict[tuple[str, str], str] = {
 }
 
 
-def budget_caps(settings: Settings, provider_id: ProviderId) -> list[BudgetCap]:
-    """The budget caps a call to `provider_id` must fit (none when no budget is set)."""
+def budget_caps(settings: Settings, provider_id: ProviderId, caller: str) -> list[BudgetCap]:
+    """The budget caps a call by `caller` to `provider_id` must fit (none when no budget is set)."""
     caps = []
     for scope in ("global", provider_id):
         for period in ("day", "month"):
@@ -76,6 +77,22 @@ def budget_caps(settings: Settings, provider_id: ProviderId) -> list[BudgetCap]:
             usd: float | None = getattr(settings, field)
             if usd is not None:
                 caps.append(BudgetCap(scope, period, round(usd * NANOS_PER_USD), variable))
+    return caps + caller_caps(settings, caller)
+
+
+def caller_caps(settings: Settings, caller: str) -> list[BudgetCap]:
+    """The caps of `caller` alone (scope `caller:<id>`): its entry in `MCP_LLM_CALLER_BUDGETS`, else the defaults."""
+    given = settings.caller_budgets.get(caller, {})
+    caps = []
+    for period, field, default, variable in (
+        ("day", "daily_usd", settings.caller_budget_daily_usd, "MCP_LLM_CALLER_BUDGET_DAILY_USD"),
+        ("month", "monthly_usd", settings.caller_budget_monthly_usd, "MCP_LLM_CALLER_BUDGET_MONTHLY_USD"),
+    ):
+        usd = default
+        if field in given:
+            usd, variable = given[field], f'MCP_LLM_CALLER_BUDGETS["{caller}"].{field}'
+        if usd is not None:
+            caps.append(BudgetCap(CALLER_SCOPE_PREFIX + caller, period, round(usd * NANOS_PER_USD), variable))
     return caps
 
 

@@ -14,9 +14,18 @@ from .conversations import (
     new_conversation_id,
 )
 from .db import Database, StoreError, default_database_url
-from .spend import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SettlementFailed, SpendStore
+from .spend import (
+    CALLER_SCOPE_PREFIX,
+    BudgetCap,
+    BudgetExceeded,
+    LedgerEntry,
+    Reservation,
+    SettlementFailed,
+    SpendStore,
+)
 
 __all__ = [
+    "CALLER_SCOPE_PREFIX",
     "AnswerStatus",
     "AnswerStore",
     "BudgetCap",

@@ -29,6 +29,7 @@ import anyio
 from .db import Database, StoreError
 
 __all__ = [
+    "CALLER_SCOPE_PREFIX",
     "BudgetCap",
     "BudgetExceeded",
     "LedgerEntry",
@@ -46,10 +47,13 @@ logger = logging.getLogger(__name__)
 _SETTLE_PAUSES_S = (0.1, 0.4)
 _SETTLE_RETRY_WITHIN_S = 3.0
 
+# A caller's own budget windows: `caller:<caller id>`.
+CALLER_SCOPE_PREFIX = "caller:"
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetCap:
-    scope: str  # "global", "openai", "anthropic"
+    scope: str  # "global", "openai", "anthropic", "caller:<caller id>"
     period: str  # "day" or "month"
     cap_nanos: int
     variable: str  # the setting that sets it, for messages
@@ -154,19 +158,21 @@ class SpendStore:
             now + lease_s,
         )
         async with self.db.begin() as conn:
-            for cap, (_, key) in zip(caps, reservation.windows, strict=True):
-                if not await self._hold(conn, cap, key, reservation, now):
+            for cap, (scope, key) in zip(caps, reservation.windows, strict=True):
+                if not await self._hold(conn, scope, key, cap.cap_nanos, reservation, now):
                     raise await self._refusal(conn, cap, key, nanos, now)
         return reservation
 
-    async def _hold(self, conn: Any, cap: BudgetCap, key: str, reservation: Reservation, now: float) -> bool:
+    async def _hold(
+        self, conn: Any, scope: str, key: str, cap_nanos: int, reservation: Reservation, now: float
+    ) -> bool:
         """Lock the window and add this hold if it fits with the others whose lease has not ended; whether it did."""
         from sqlalchemy import func, insert, literal, select
 
         from ._tables import budget_holds as h
         from ._tables import budget_spend as b
 
-        upsert = _upsert(conn.dialect.name)(b).values(scope=cap.scope, period=key, spent_nanos=0)
+        upsert = _upsert(conn.dialect.name)(b).values(scope=scope, period=key, spent_nanos=0)
         if conn.dialect.name == "postgresql":  # DO UPDATE (to the same value) locks an existing row there
             upsert = upsert.on_conflict_do_update(
                 index_elements=[b.c.scope, b.c.period], set_={"spent_nanos": b.c.spent_nanos}
@@ -174,26 +180,24 @@ class SpendStore:
         else:  # SQLite: any write statement takes the database's write lock, and DO NOTHING writes no page
             upsert = upsert.on_conflict_do_nothing()
         await conn.execute(upsert)
-        live = (h.c.scope == cap.scope, h.c.period == key, h.c.expires_at > now)
+        live = (h.c.scope == scope, h.c.period == key, h.c.expires_at > now)
         held = select(func.coalesce(func.sum(h.c.nanos), 0)).where(*live).scalar_subquery()
         row = select(
             literal(reservation.hold_id, h.c.hold_id.type),
-            literal(cap.scope, h.c.scope.type),
+            literal(scope, h.c.scope.type),
             literal(key, h.c.period.type),
             literal(reservation.nanos, h.c.nanos.type),
             literal(reservation.expires_at, h.c.expires_at.type),
-        ).where(b.c.scope == cap.scope, b.c.period == key, b.c.spent_nanos + held + reservation.nanos <= cap.cap_nanos)
+        ).where(b.c.scope == scope, b.c.period == key, b.c.spent_nanos + held + reservation.nanos <= cap_nanos)
         added = await conn.execute(insert(h).from_select(["hold_id", "scope", "period", "nanos", "expires_at"], row))
         return bool(added.rowcount)
 
     async def _refusal(self, conn: Any, cap: BudgetCap, key: str, nanos: int, now: float) -> BudgetExceeded:
         spent = await _spent_or_held(conn, cap.scope, key, now)
         _, resets_at = period_bounds(cap.period, now)
-        which = "all providers" if cap.scope == "global" else cap.scope
         return BudgetExceeded(
-            f"Refused by the {'daily' if cap.period == 'day' else 'monthly'} budget for {which} "
-            f"({cap.variable} = {_usd(cap.cap_nanos)}): {_usd(spent)} is already spent or reserved, "
-            f"and this call could cost up to {_usd(nanos)} (its input estimate plus max_tokens of "
+            f"Refused by {_budget_named(cap)} ({cap.variable} = {_usd(cap.cap_nanos)}): {_usd(spent)} is already "
+            f"spent or reserved, and this call could cost up to {_usd(nanos)} (its input estimate plus max_tokens of "
             f"output). The budget resets at {resets_at:%Y-%m-%d %H:%M} UTC. No request was sent; ask "
             "with a lower max_tokens or a cheaper model, or wait for the reset.",
             cap=cap,
@@ -266,26 +270,42 @@ class SpendStore:
         async with self.db.begin() as conn:
             return await _spent_or_held(conn, scope, key, now)
 
-    async def report(self, top: int = 10) -> dict[str, Any]:
-        """Today's and this month's spend and tokens by provider and model; the most expensive conversations."""
+    async def report(self, top: int = 10, caller: str | None = None) -> dict[str, Any]:
+        """Today's and this month's spend and tokens by provider and model; the most expensive conversations.
+
+        `caller`: only that caller's ledger rows. None: every row, and each window broken down by caller too
+        (`by_caller`)."""
         await self.db.behind.settled()  # ledger rows still being written
         now = self.clock()
         out: dict[str, Any] = {}
         async with self.db.begin() as conn:
             for period in ("day", "month"):
-                out["today" if period == "day" else "this_month"] = await _window_report(conn, period, now)
-            out["top_conversations_this_month"] = await _top_conversations(conn, _month_start(now).timestamp(), top)
+                window = await _window_report(conn, period, now, caller)
+                if caller is None:
+                    window["by_caller"] = await _by_caller(conn, period, now)
+                out["today" if period == "day" else "this_month"] = window
+            since = _month_start(now).timestamp()
+            out["top_conversations_this_month"] = await _top_conversations(conn, since, top, caller)
         return out
 
 
-async def _window_report(conn: Any, period: str, now: float) -> dict[str, Any]:
+def _window_rows(period: str, now: float, caller: str | None) -> list[Any]:
+    """The conditions picking the ledger rows of the current window of `period` (and of `caller`, when given)."""
+    from ._tables import ledger as led
+
+    _, resets_at = period_bounds(period, now)
+    start = (resets_at - dt.timedelta(days=1)) if period == "day" else _month_start(now)
+    rows = [led.c.created_at >= start.timestamp(), led.c.created_at < resets_at.timestamp()]
+    return rows if caller is None else [*rows, led.c.caller == caller]
+
+
+async def _window_report(conn: Any, period: str, now: float, caller: str | None) -> dict[str, Any]:
     """One budget window's spend and tokens, in total and by provider and model."""
     from sqlalchemy import func, select
 
     from ._tables import ledger as led
 
-    key, resets_at = period_bounds(period, now)
-    start = (resets_at - dt.timedelta(days=1)) if period == "day" else _month_start(now)
+    key, _ = period_bounds(period, now)
     rows = await conn.execute(
         select(
             led.c.provider,
@@ -298,7 +318,7 @@ async def _window_report(conn: Any, period: str, now: float) -> dict[str, Any]:
             func.sum(led.c.output_tokens),
             func.sum(led.c.reasoning_tokens),
         )
-        .where(led.c.created_at >= start.timestamp(), led.c.created_at < resets_at.timestamp())
+        .where(*_window_rows(period, now, caller))
         .group_by(led.c.provider, led.c.model)
         .order_by(led.c.provider, led.c.model)
     )
@@ -329,14 +349,41 @@ async def _window_report(conn: Any, period: str, now: float) -> dict[str, Any]:
     }
 
 
-async def _top_conversations(conn: Any, since: float, top: int) -> list[dict[str, Any]]:
+async def _by_caller(conn: Any, period: str, now: float) -> list[dict[str, Any]]:
+    """One window's calls, spend and tokens by caller, the biggest spender first."""
     from sqlalchemy import func, select
 
     from ._tables import ledger as led
 
+    cost = func.coalesce(func.sum(led.c.cost_nanos), 0)
+    rows = await conn.execute(
+        select(led.c.caller, func.count(), cost, func.sum(led.c.input_tokens), func.sum(led.c.output_tokens))
+        .where(*_window_rows(period, now, None))
+        .group_by(led.c.caller)
+        .order_by(cost.desc(), led.c.caller)
+    )
+    return [
+        {
+            "caller": caller,
+            "calls": int(calls),
+            "cost_nanos": int(nanos or 0),
+            "cost_usd": int(nanos or 0) / 1e9,
+            "input_tokens": int(tin or 0),
+            "output_tokens": int(tout or 0),
+        }
+        for caller, calls, nanos, tin, tout in rows
+    ]
+
+
+async def _top_conversations(conn: Any, since: float, top: int, caller: str | None) -> list[dict[str, Any]]:
+    from sqlalchemy import func, select
+
+    from ._tables import ledger as led
+
+    mine = () if caller is None else (led.c.caller == caller,)
     rows = await conn.execute(
         select(led.c.conversation_id, func.sum(led.c.cost_nanos), func.count())
-        .where(led.c.conversation_id.is_not(None), led.c.created_at >= since)
+        .where(led.c.conversation_id.is_not(None), led.c.created_at >= since, *mine)
         .group_by(led.c.conversation_id)
         .order_by(func.coalesce(func.sum(led.c.cost_nanos), 0).desc(), led.c.conversation_id)
         .limit(top)
@@ -345,6 +392,14 @@ async def _top_conversations(conn: Any, since: float, top: int) -> list[dict[str
         {"conversation_id": cid, "cost_nanos": int(n or 0), "cost_usd": int(n or 0) / 1e9, "calls": int(c)}
         for cid, n, c in rows
     ]
+
+
+def _budget_named(cap: BudgetCap) -> str:
+    """The budget a refusal is about, in words a model can act on."""
+    period = "daily" if cap.period == "day" else "monthly"
+    if cap.scope.startswith(CALLER_SCOPE_PREFIX):
+        return f"your {period} budget as caller {cap.scope.removeprefix(CALLER_SCOPE_PREFIX)}"
+    return f"the {period} budget for {'all providers' if cap.scope == 'global' else cap.scope}"
 
 
 def _month_start(now: float) -> dt.datetime:
