@@ -91,7 +91,7 @@ class LocalIssuer:
         self.jwks_down = False
         self.jwks_delay_s = 0.0
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], HttpConnection] = {}
 
     # --- keys and tokens ----------------------------------------------------------------------------------
 
@@ -199,18 +199,21 @@ class LocalIssuer:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        # Aborting the connections ends their handlers (a cancelled one would be logged by asyncio's streams).
+        for conn in list(self._connections.values()):
+            conn.reset()
         if self._connections:
-            await asyncio.wait(self._connections, timeout=2)
+            _, pending = await asyncio.wait(list(self._connections), timeout=2)
+            for task in pending:
+                task.cancel()
         await self._server.wait_closed()
         self._server = None
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         conn = HttpConnection(reader, writer)
+        self._connections[task] = conn
         try:
             while (request := await conn.read_request()) is not None:
                 await self._answer(conn, request)
@@ -219,7 +222,7 @@ class LocalIssuer:
         except (HttpError, ConnectionError):
             pass
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             with contextlib.suppress(Exception):
                 await conn.close()
 
