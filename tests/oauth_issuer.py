@@ -90,6 +90,8 @@ class LocalIssuer:
         self.metadata_requests = 0
         self.jwks_down = False
         self.jwks_delay_s = 0.0
+        self.jwks_redirect: str | None = None  # answer `/jwks.json` with a 302 there (`/v2/jwks.json` serves too)
+        self.jwks_padding_bytes = 0  # a JWKS this much bigger (an extra member)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], HttpConnection] = {}
 
@@ -227,14 +229,20 @@ class LocalIssuer:
                 await conn.close()
 
     async def _answer(self, conn: HttpConnection, request: HttpRequest) -> None:
-        if request.method == "GET" and request.path == "/jwks.json":
+        if request.method == "GET" and request.path in {"/jwks.json", "/v2/jwks.json"}:
             self.jwks_requests += 1
             if self.jwks_delay_s:
-                await asyncio.sleep(self.jwks_delay_s)
+                conn.start_watching()  # the client giving up (or our closing) ends the wait
+                if await conn.wait_disconnect(self.jwks_delay_s):
+                    return
+                await conn.stop_watching()
             if self.jwks_down:
                 await send_json(conn, 503, [], {"error": "temporarily_unavailable"})
+            elif self.jwks_redirect is not None and request.path == "/jwks.json":
+                await send_json(conn, 302, [("location", self.jwks_redirect)], {})
             else:
-                await send_json(conn, 200, [], self.jwks())
+                padding = {"padding": "x" * self.jwks_padding_bytes} if self.jwks_padding_bytes else {}
+                await send_json(conn, 200, [], {**self.jwks(), **padding})
         elif request.method == "GET" and request.path == self.metadata_path():
             self.metadata_requests += 1
             await send_json(conn, 200, [], self.metadata())
