@@ -203,6 +203,10 @@ class _KeyCache:
         fitting = [key for key in self._keys if alg in key.by_alg]
         return fitting[0] if len(fitting) == 1 else None
 
+    @property
+    def empty(self) -> bool:
+        return not self._keys
+
     def _stale(self) -> bool:
         return self._fetched_at is None or time.monotonic() - self._fetched_at >= self._ttl_s
 
@@ -309,6 +313,8 @@ class JwtVerifier:
             await self._keys.refresh()  # a key the issuer rotated in since we fetched, perhaps
             key = self._keys.find(kid, alg)
         named = f"key {kid[:64]!r}" if kid is not None else f"no key id, and not exactly one {alg} key"
+        if key is None and self._keys.empty:
+            raise _Refused("we have none of the issuer's keys (its JWKS could not be fetched)")
         if key is None:
             raise _Refused(f"{named}: not among the issuer's keys")
         if alg not in key.by_alg:

@@ -189,9 +189,10 @@ async def test_jwks_down_at_start_refuses_then_recovers_after_the_cooldown(
     issuer.jwks_down = True
     token = issuer.mint()
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="mcp_llm_server.oauth"):
+    with caplog.at_level(logging.INFO, logger="mcp_llm_server.oauth"):
         assert await verifier.verify_token(token) is None
     assert "no keys" in caplog.text and "HTTP 503" in caplog.text
+    assert "refused: we have none of the issuer's keys" in caplog.text
     for _ in range(20):  # refused, without asking the issuer each time
         assert await verifier.verify_token(token) is None
     issuer.jwks_down = False
