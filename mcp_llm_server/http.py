@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
@@ -25,6 +26,9 @@ from .http_auth import HEALTH_PATH, AuthGate, HttpAuth
 from .http_limits import BodyDeadline, CancelOnDrop, SessionRetryAfter, guarded_protocol
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .oauth import JwtVerifier
+
 __all__ = [
     "HEALTH_PATH",
     "MCP_PATH",
@@ -33,6 +37,7 @@ __all__ = [
     "check_exposure",
     "connection_limit",
     "is_loopback",
+    "oauth_verifier",
     "serve_http",
     "transport_security",
 ]
@@ -169,7 +174,8 @@ async def serve_http(server: MCPServer, settings: Settings, *, host: str, port: 
     import uvicorn
 
     check_exposure(settings, host)
-    app = build_http_app(server, settings, host=host, stateless=stateless)
+    oauth = oauth_verifier(settings)
+    app = build_http_app(server, settings, host=host, stateless=stateless, oauth=oauth)
     # No log config of uvicorn's own: its records go to our stderr handler (redacted), at our level.
     logging.getLogger("uvicorn").setLevel(settings.log_level)
     config = uvicorn.Config(
@@ -191,5 +197,21 @@ async def serve_http(server: MCPServer, settings: Settings, *, host: str, port: 
     mode = "stateless" if stateless else "stateful"
     where = f"[{host}]" if ":" in host else host
     logger.info("serving MCP (%s) at http://%s:%d%s", mode, where, port, MCP_PATH)
-    with _sigterm_ends_quietly():
-        await uvicorn.Server(config).serve()
+    try:
+        with _sigterm_ends_quietly():
+            await uvicorn.Server(config).serve()
+    finally:
+        if oauth is not None:
+            await oauth.aclose()
+
+
+def oauth_verifier(settings: Settings) -> JwtVerifier | None:
+    """The access-token check of `MCP_LLM_OAUTH_ISSUER`, when set (its keys are fetched on the first token)."""
+    if settings.oauth_issuer is None:
+        return None
+    from .oauth import JwtVerifier  # PyJWT and cryptography: only when OAuth is on (about 60 ms to import)
+
+    assert settings.oauth_resource_url is not None  # the settings require it with the issuer
+    return JwtVerifier(
+        issuer=settings.oauth_issuer, audience=settings.oauth_resource_url, jwks_url=settings.oauth_jwks_url
+    )
