@@ -8,14 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
+from conftest import text_of
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
-__all__ = ["HttpServer", "free_port", "running_http_server", "start_http_server"]
+__all__ = ["HttpServer", "bearer_client", "call", "free_port", "running_http_server", "start_http_server"]
 
 STARTUP_S = 30.0
 SHUTDOWN_S = 10.0
@@ -136,3 +141,19 @@ def running_http_server(
     finally:
         code = server.stop()
         assert code == 0, f"exit code {code} after SIGTERM; stderr:\n{server.stderr()}"
+
+
+@asynccontextmanager
+async def bearer_client(mcp_url: str, token: str) -> AsyncIterator[Client]:
+    """The real MCP client over Streamable HTTP, sending `Authorization: Bearer <token>`."""
+    async with (
+        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http,
+        Client(streamable_http_client(mcp_url, http_client=http)) as client,
+    ):
+        yield client
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:
+    """A tool call's (is_error, structured content or {}, text)."""
+    result = await client.call_tool(tool, arguments)
+    return result.is_error, result.structured_content or {}, text_of(result)

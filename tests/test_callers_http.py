@@ -7,19 +7,17 @@ The server runs as a subprocess with `MCP_LLM_HTTP_TOKENS` (alice, bob, and ops,
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from conftest import server_env, text_of
+from conftest import server_env
 from helpers import words
-from http_server import HttpServer, running_http_server
+from http_server import HttpServer, bearer_client, call, running_http_server
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.store import Database
@@ -62,18 +60,8 @@ def server(upstream: StandIn, database_file: Path, tmp_path_factory: pytest.Temp
         yield running
 
 
-@asynccontextmanager
-async def client_as(server: HttpServer, name: str) -> AsyncIterator[Client]:
-    async with (
-        create_mcp_http_client(headers={"Authorization": f"Bearer {TOKENS[name]}"}) as http,
-        Client(streamable_http_client(server.mcp_url, http_client=http)) as client,
-    ):
-        yield client
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:
-    result = await client.call_tool(tool, arguments)
-    return result.is_error, result.structured_content or {}, text_of(result)
+def client_as(server: HttpServer, name: str) -> AbstractAsyncContextManager[Client]:
+    return bearer_client(server.mcp_url, TOKENS[name])
 
 
 async def finished(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:

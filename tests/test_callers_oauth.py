@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
-from conftest import server_env, text_of
-from http_server import HttpServer, running_http_server
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from conftest import server_env
+from http_server import HttpServer, bearer_client, call, running_http_server
 from oauth_issuer import LocalIssuer, new_key
 
 from mcp_llm_server._standin import StandIn
@@ -63,15 +58,6 @@ def server(issuer: LocalIssuer, upstream: StandIn, tmp_path: Path) -> Iterator[H
     )
     with running_http_server(env, tmp_path) as running:
         yield running
-
-
-@asynccontextmanager
-async def client_with(server: HttpServer, token: str) -> AsyncIterator[Client]:
-    async with (
-        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http,
-        Client(streamable_http_client(server.mcp_url, http_client=http)) as client,
-    ):
-        yield client
 
 
 async def post(server: HttpServer, token: str | None, **headers: str) -> httpx2.Response:
@@ -125,15 +111,10 @@ async def test_a_token_without_the_required_scope_gets_403(server: HttpServer, i
     assert (await post(server, issuer.mint(scope=f"profile {SCOPE}"))).status_code == 200
 
 
-async def call(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:
-    result = await client.call_tool(tool, arguments)
-    return result.is_error, result.structured_content or {}, text_of(result)
-
-
 async def test_two_subjects_are_two_callers(server: HttpServer, issuer: LocalIssuer, upstream: StandIn) -> None:
     upstream.clear()
     alice, bob = issuer.mint(sub="alice-1", scope=SCOPE), issuer.mint(sub="bob-2", scope=SCOPE)
-    async with client_with(server, alice) as client:
+    async with bearer_client(server.mcp_url, alice) as client:
         failed, asked, said = await call(client, "ask_openai", prompt="alice's plan")
         for _ in range(100):  # a cold server's first call may detach
             if asked.get("status") != "running":
@@ -143,7 +124,7 @@ async def test_two_subjects_are_two_callers(server: HttpServer, issuer: LocalIss
         mine = asked["conversation_id"]
         _, usage, _ = await call(client, "usage_report")
         assert usage["caller"] == "oauth:alice-1" and usage["today"]["calls"] == 1
-    async with client_with(server, bob) as client:
+    async with bearer_client(server.mcp_url, bob) as client:
         _, listed, _ = await call(client, "list_conversations")
         failed, _, _ = await call(client, "get_conversation", conversation_id=mine)
         _, usage, _ = await call(client, "usage_report")
