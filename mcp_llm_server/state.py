@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
 from .redact import Redactor
+from .sdk_warmup import WarmApi, warm_sdks
 from .settings import Settings
 from .store import AnswerStore, ConversationStore, Database, SpendStore
 from .store.db import import_sqlalchemy
@@ -178,11 +178,12 @@ def _file_limits(settings: Settings) -> FileLimits:
     )
 
 
-def _warm_up(modules: list[str]) -> None:
-    for module in modules:
-        importlib.import_module(module)
-    # SQLAlchemy too: a detaching request waits for its answer's row, and importing it then (~0.25 s, more on a
-    # busy machine) came on top of the detach limit, in the host's time.
+def _warm_up(apis: list[WarmApi], models: list[tuple[str, str]]) -> None:
+    """Before the first call: the SDKs' stream models (`sdk_warmup`), the price table, and SQLAlchemy (a detaching
+    request waits for its answer's row, and importing it then, ~0.25 s, came on top of the detach limit)."""
+    warm_sdks(apis)
+    for provider, model in models:
+        Pricing({}).rates(provider, model)
     import_sqlalchemy()
 
 
@@ -202,11 +203,16 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
     state = build_state(settings)
     state.spend.clock = clock
-    modules: list[str] = [provider for provider, slot in state.slots.items() if slot.adapter is not None]  # SDKs
-    if modules:
-        # A daemon thread, not a task: the import must not hold up shutdown, and it starts only after the
+    apis: list[WarmApi] = []
+    if state.slots["openai"].adapter is not None:
+        apis.append(settings.openai_api)
+    if state.slots["anthropic"].adapter is not None:
+        apis.append("messages")
+    if apis:
+        # A daemon thread, not a task: the warm-up must not hold up shutdown, and it starts only after the
         # host has had time to list the tools (start-up speed is measured to that answer).
-        timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(modules,))
+        models = [(slot.id, slot.default_model) for slot in state.slots.values() if slot.adapter is not None]
+        timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(apis, models))
         timer.daemon = True
         timer.start()
     try:
@@ -222,7 +228,7 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
             finally:
                 opening.cancel_scope.cancel()
     finally:
-        if modules:
+        if apis:
             timer.cancel()
         await state.aclose()
         logger.debug("shared clients closed")
