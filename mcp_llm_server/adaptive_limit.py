@@ -6,10 +6,12 @@ for services:
 - A success grows the limit by 1 while no overload was seen yet (slow start: the limit doubles per round of
   requests), afterwards by 1 per limit's worth of successes (additive increase). It grows only while at least half
   the limit is in use (RFC 7661's rule): a limit nobody fills proves nothing.
-- A 429 or 529 (`rate_limited`, `overloaded`) shrinks it to 0.9x the requests that were open when the refused one
-  was sent (TCP uses the data in flight, not the window; 0.9 is concurrency-limits' default ratio: a provider's cap
-  on open requests is hit one request over it, and halving would leave half the allowance idle), never below 1.
-  Requests sent before a shrink that are refused too do not shrink it again: they saw the old limit.
+- A 429 or 529 (`rate_limited`, `overloaded`) shrinks it to 0.9x the requests open when the refusal came back (or
+  the limit, if fewer; TCP too uses the data in flight, not the window), never below 1. 0.9 is concurrency-limits'
+  default ratio: a provider's cap on open requests is passed by one request, and halving would leave half the
+  allowance idle. Each further refusal of a request sent before that shrink takes 1 more off (a cap on open
+  requests refuses just the requests beyond it: a burst of 16 against a cap of 10 gets 6 refusals, and ends at 9);
+  refusals of requests sent earlier still change nothing.
 - A `retry-after` holds back every new request to the provider until then (one shared "not before"): requests
   waiting for a slot, retries included, are sent only after it, and then only as many as the shrunk limit allows.
 - It never exceeds the ceiling (`MCP_LLM_OPENAI_CONCURRENCY` / `MCP_LLM_ANTHROPIC_CONCURRENCY`).
@@ -46,9 +48,8 @@ def is_overload(exc: BaseException | None) -> TypeGuard[UpstreamFailure]:
 
 @dataclass(eq=False)
 class _Grant:
-    """One request's slot: how many were open (it included) and the limit's epoch when it was sent."""
+    """One request's slot, and the limit's epoch when it was sent."""
 
-    open_at_grant: int = 0
     epoch: int = 0
     granted: bool = False
     event: anyio.Event = field(default_factory=anyio.Event)
@@ -125,7 +126,6 @@ class AdaptiveLimiter:
 
     def _take(self, grant: _Grant) -> None:
         self._open += 1
-        grant.open_at_grant = self._open
         grant.epoch = self._epoch
         grant.granted = True
 
@@ -143,7 +143,7 @@ class AdaptiveLimiter:
         if exc is None:
             self._grow(open_before)
         elif is_overload(exc):
-            self._back_off(grant, exc.retry_after_s)
+            self._back_off(grant, open_before, exc.retry_after_s)
         self._grant_waiters()
 
     def _grow(self, open_before: int) -> None:
@@ -152,13 +152,15 @@ class AdaptiveLimiter:
         step = 1.0 if self._window < self._threshold else 1.0 / self._window
         self._window = min(self._window + step, float(self.ceiling))
 
-    def _back_off(self, grant: _Grant, retry_after_s: float | None) -> None:
+    def _back_off(self, grant: _Grant, open_before: int, retry_after_s: float | None) -> None:
         if retry_after_s:
             self._hold(retry_after_s)
         if grant.epoch == self._epoch:  # the first refusal of a request sent at the current limit
-            self._window = max(1.0, min(self._window, float(grant.open_at_grant)) * BACKOFF_RATIO)
-            self._threshold = self._window
+            self._window = max(1.0, min(self._window, float(open_before)) * BACKOFF_RATIO)
             self._epoch += 1
+        elif grant.epoch == self._epoch - 1:  # another one sent at the limit just shrunk: one more too many
+            self._window = max(1.0, self._window - 1.0)
+        self._threshold = min(self._threshold, self._window)
 
     def _hold(self, seconds: float) -> None:
         until = anyio.current_time() + min(seconds, self.max_hold_s)

@@ -93,7 +93,7 @@ async def test_limits_are_per_provider_and_shared_by_every_tool(
     assert peak_overlap(requests, "messages") == 2
     assert standin.peak_open_requests <= 5
     (state,) = states
-    assert [slot.limiter.borrowed_tokens for slot in state.slots.values()] == [0, 0]
+    assert [slot.limiter.open for slot in state.slots.values()] == [0, 0]
 
 
 async def test_fifty_concurrent_calls_overlap_upstream(make_settings: SettingsFactory, standin: StandIn) -> None:
@@ -138,9 +138,9 @@ async def test_a_waiting_call_can_be_cancelled(
             tg.start_soon(client.call_tool, "ask_openai", {"prompt": "hi", "model": "long"})
             await wait_until(lambda: any(r.deltas_sent for r in standin.requests))
             tg.start_soon(client.call_tool, "ask_openai", {"prompt": "hi", "model": "waiting"})
-            await wait_until(lambda: limiter.statistics().tasks_waiting == 1)
+            await wait_until(lambda: limiter.waiting == 1)
             tg.cancel_scope.cancel()
-        await wait_until(lambda: limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0)
+        await wait_until(lambda: limiter.open == 0 and limiter.waiting == 0)
         after = await client.call_tool("ask_openai", {"prompt": "hi", "model": "after"})
     assert not after.is_error
     assert [r.model for r in standin.requests] == ["long", "after"]
