@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -12,9 +11,7 @@ from helpers import connect, wait_until
 from mcp import Client
 from mcp.types import CallToolResult
 
-from mcp_llm_server import state as state_module
 from mcp_llm_server._standin import Api, RecordedRequest, Reply, StandIn
-from mcp_llm_server.settings import Settings
 from mcp_llm_server.state import AppState
 
 pytestmark = pytest.mark.anyio
@@ -32,20 +29,6 @@ def peak_overlap(requests: list[RecordedRequest], api: Api) -> int:
         open_now += step
         peak = max(peak, open_now)
     return peak
-
-
-@pytest.fixture
-def states(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[AppState]]:
-    """The AppState of every server started in the test (to look at its limiters)."""
-    built: list[AppState] = []
-    original = state_module.build_state
-
-    def capture(settings: Settings) -> AppState:
-        built.append(original(settings))
-        return built[-1]
-
-    monkeypatch.setattr(state_module, "build_state", capture)
-    yield built
 
 
 async def call_many(client: Client, calls: list[tuple[str, dict[str, Any]]]) -> list[CallToolResult]:
