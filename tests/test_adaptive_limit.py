@@ -258,7 +258,7 @@ async def test_sixty_calls_against_ten_open_at_most_all_succeed(
     assert len(standin.requests) == 60 + refusals
     (state,) = states
     limiter = state.slots["openai"].limiter
-    assert 6 <= limiter.limit <= 11
+    assert 6 <= limiter.limit <= 13  # about the cap (the last answers, coming in with none left to send, add a little)
     assert (limiter.open, limiter.waiting) == (0, 0)
 
 
