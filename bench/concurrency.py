@@ -6,6 +6,8 @@
 The stand-in runs in its own process and so does the server (over stdio), so no two of them share a GIL;
 `--transport memory` runs the server in this process instead. Each run starts a fresh server, warms it up
 with one call (SDK import, first connection), then times the N calls. The ideal is ceil(N / limit) x delay.
+Each limit is fixed (the adaptive limit's initial value and ceiling both set to it); `python -m bench.adaptive`
+measures the adaptive one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager
             openai_base_url=url + "/v1",
             anthropic_base_url=url,
             openai_concurrency=limit,
+            openai_initial_concurrency=limit,
             database_url=_DB_URL,
         )
         return Client(build_server(settings))
@@ -68,6 +71,7 @@ def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager
         "OPENAI_BASE_URL": url + "/v1",
         "ANTHROPIC_BASE_URL": url,
         "MCP_LLM_OPENAI_CONCURRENCY": str(limit),
+        "MCP_LLM_OPENAI_INITIAL_CONCURRENCY": str(limit),
         "MCP_LLM_DATABASE_URL": _DB_URL,
     }
     return Client(StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env))

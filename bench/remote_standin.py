@@ -7,11 +7,13 @@ parses in the server's process: the baseline would be handicapped.)
 from __future__ import annotations
 
 import multiprocessing
+import random
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
-from mcp_llm_server._standin import Reply, StandIn
+from mcp_llm_server._standin import RateLimit, RecordedRequest, Reply, StandIn
 
 __all__ = ["RemoteStandIn"]
 
@@ -37,6 +39,32 @@ def _serve(conn: Connection) -> None:
                 conn.send(standin.peak_open_requests)
             elif command == "last_delta_sent_at":
                 conn.send(list(standin.requests[-1].delta_sent_at))
+            else:
+                conn.send(_limit_command(standin, command, argument))
+
+
+def _limit_command(standin: StandIn, command: str, argument: Any) -> Any:
+    if command == "rate_limit":
+        standin.rate_limit = argument
+    elif command == "random_delays":  # (low, high): each model request answered after a uniform random delay
+        standin.responder = None if argument is None else _random_delays(*argument)
+    elif command == "served":  # answered (not refused) model requests: when each came and ended; refusals
+        spans = [
+            (r.received_at, r.finished_at)
+            for r in standin.requests
+            if r.reply is not None and r.reply.status == 200 and r.finished_at is not None
+        ]
+        return spans, standin.refused_requests, standin.peak_admitted_requests
+    return None
+
+
+def _random_delays(low: float, high: float) -> Callable[[RecordedRequest], Reply]:
+    rng = random.Random(14)  # the same delays in every run
+
+    def reply(request: RecordedRequest) -> Reply:
+        return Reply(text="ok", delay_s=rng.uniform(low, high))
+
+    return reply
 
 
 class RemoteStandIn:
@@ -79,3 +107,15 @@ class RemoteStandIn:
 
     def last_delta_sent_at(self) -> list[float]:
         return list(self._ask("last_delta_sent_at"))
+
+    def set_rate_limit(self, limit: RateLimit | None) -> None:
+        self._ask("rate_limit", limit)
+
+    def random_delays(self, bounds: tuple[float, float] | None) -> None:
+        self._ask("random_delays", bounds)
+
+    def served(self) -> tuple[list[tuple[float, float]], int, int]:
+        """Since the last `clear` / `reset_peak`: when each answered model request came and ended (the stand-in's
+        monotonic clock), the requests refused by the rate limit, and the most answered at once."""
+        spans, refused, peak = self._ask("served")
+        return [(float(a), float(b)) for a, b in spans], int(refused), int(peak)

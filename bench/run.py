@@ -25,6 +25,7 @@ from mcp.client.stdio import stdio_client
 
 from mcp_llm_server._standin import Reply
 
+from . import adaptive
 from .remote_standin import RemoteStandIn as StandIn
 
 OPENAI_KEY = "sk-bench-openai-key-0123456789"
@@ -301,29 +302,39 @@ async def _streaming_latency(client: Client, standin: StandIn, deltas: int, gap_
     ]
 
 
-async def _concurrency(client: Client, standin: StandIn, calls: int, delay_s: float, limit: int) -> list[Row]:
-    standin.default_reply = Reply(text="ok", delay_s=delay_s)
-    standin.reset_peak()
-    failures = 0
-
-    async def one() -> None:
-        nonlocal failures
-        result = await client.call_tool("ask_openai", {"prompt": "bench"})
-        failures += bool(result.is_error)
-
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(calls):
-            tg.start_soon(one)
-    wall = time.perf_counter() - started
-    ideal = math.ceil(calls / limit) * delay_s
+async def _concurrency(client: Client, standin: StandIn) -> list[Row]:
+    ours = await adaptive.fanout_on(client, standin)
+    old = await adaptive.fanout(standin, _server_env(standin), adaptive.OLD_FIXED_LIMIT)
     return [
         Row(
-            f"concurrency: {calls} calls, {delay_s * 1000:.0f} ms upstream delay, limit {limit}",
-            f"{wall:.2f} s ({wall / ideal:.2f}x ideal; peak open {standin.peak_open_requests}, failed {failures})",
-            f"ideal {ideal:.2f} s",
-            "≤ 1.5x ideal",
-            wall <= 1.5 * ideal and failures == 0,
+            f"concurrency: {adaptive.FANOUT_CALLS} concurrent calls, upstream answers in {adaptive.FANOUT_DELAY_S:g} s",
+            f"{ours.seconds:.2f} s (peak open {ours.peak_open}, failed {ours.failures})",
+            f"old fixed limit of {adaptive.OLD_FIXED_LIMIT}: {old.seconds:.2f} s (peak open {old.peak_open}); "
+            f"ideal {adaptive.FANOUT_DELAY_S:.2f} s",
+            f"≤ {adaptive.FANOUT_DELAY_S * 1.1:.1f} s",
+            ours.seconds <= adaptive.FANOUT_DELAY_S * 1.1 and ours.failures == 0,
+        )
+    ]
+
+
+async def bench_rate_limited(standin: StandIn) -> list[Row]:
+    ours, old = await adaptive.rate_limited(standin, _server_env(standin))
+
+    def figures(run: adaptive.RateLimited) -> str:
+        return (
+            f"throughput {run.throughput:.1%} of the cap's, 429s {run.refused} of {run.answered + run.refused} "
+            f"({run.refused_share:.1%}); {run.seconds:.1f} s, failed {run.failures}"
+        )
+
+    low, high = adaptive.DELAYS_S
+    return [
+        Row(
+            f"rate-limited provider: {adaptive.RATE_LIMITED_CALLS} calls, {adaptive.PROVIDER_CAP} served at once "
+            f"(429 beyond, retry-after {adaptive.RETRY_AFTER_S * 1000:.0f} ms), answers in {low:g} to {high:g} s",
+            figures(ours),
+            f"old fixed limit of {adaptive.OLD_FIXED_LIMIT}: {figures(old)}",
+            "≥ 90% of the cap's throughput, ≤ 5% 429s",
+            ours.throughput >= 0.9 and ours.refused_share <= 0.05 and ours.failures == 0,
         )
     ]
 
@@ -340,7 +351,7 @@ async def bench_session(standin: StandIn, runs: int) -> list[Row]:
         await direct.close()
         idle_warm = _memory_mb(pid, "VmRSS")
         rows += await _streaming_latency(client, standin, deltas=20, gap_s=0.3)
-        rows += await _concurrency(client, standin, calls=100, delay_s=0.2, limit=8)
+        rows += await _concurrency(client, standin)
         peak = _memory_mb(pid, "VmHWM")
     rows.append(
         Row(
@@ -352,7 +363,7 @@ async def bench_session(standin: StandIn, runs: int) -> list[Row]:
         )
     )
     rows.append(
-        Row("memory: peak (high-water mark) through the concurrency run", f"{peak:.0f} MB", "—", "< 200 MB", peak < 200)
+        Row("memory: peak (high-water mark) through the session's calls", f"{peak:.0f} MB", "—", "< 200 MB", peak < 200)
     )
     return rows
 
@@ -371,6 +382,7 @@ def main() -> None:
     with StandIn() as standin:
         rows = bench_startup(standin, runs=max(5, runs // 2))
         rows += anyio.run(bench_session, standin, runs)
+        rows += anyio.run(bench_rate_limited, standin)
     print(_table(rows))
     took = time.perf_counter() - started
     print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; benchmark took {took:.0f} s")

@@ -72,7 +72,7 @@ class ModelCache:
                 return ModelListing(entry.models, None, entry.fetched_at, from_cache=True)
             try:
                 with anyio.fail_after(self.timeout_s):
-                    async with slot.limiter:
+                    async with slot.limiter.slot():
                         models = await adapter.list_models()
             except UpstreamFailure as failure:
                 logger.warning("listing %s models failed: %s", slot.label, failure.describe_briefly())

@@ -74,8 +74,15 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=8.0, ge=0, le=600)
     retry_after_max_s: float = Field(default=60.0, ge=0, le=3600)
 
-    openai_concurrency: int = Field(default=8, ge=1, le=1024)
-    anthropic_concurrency: int = Field(default=8, ge=1, le=1024)
+    # Upstream requests open to a provider at once: the limit starts at the initial one, grows on success and shrinks
+    # on 429/529 (adaptive_limit.py), never past the ceiling (`*_concurrency`). The ceiling only bounds this
+    # server's own sockets and streams and the burst before a provider's first 429; the provider's 429s set the
+    # real limit. The initial one lets a typical fan-out (ask_many takes 8 targets; a host's parallel calls) go
+    # out in one wave.
+    openai_concurrency: int = Field(default=64, ge=1, le=1024)
+    anthropic_concurrency: int = Field(default=64, ge=1, le=1024)
+    openai_initial_concurrency: int | None = Field(default=None, ge=1, le=1024)  # None: 16, at most the ceiling
+    anthropic_initial_concurrency: int | None = Field(default=None, ge=1, le=1024)
 
     progress_interval_s: float = Field(default=0.25, ge=0, le=60)
     progress_tail_chars: int = Field(default=600, ge=0, le=100_000)
@@ -141,6 +148,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("openai_initial_concurrency", "anthropic_initial_concurrency")
+    @classmethod
+    def _initial_within_ceiling(cls, value: int | None, info: ValidationInfo) -> int | None:
+        ceiling_field = info.field_name.replace("_initial", "") if info.field_name else ""
+        ceiling = info.data.get(ceiling_field)
+        if value is not None and isinstance(ceiling, int) and value > ceiling:
+            variable = f"MCP_LLM_{ceiling_field.upper()}"
+            raise ValueError(f"the initial limit must not exceed the ceiling {variable}={ceiling}")
+        return value
 
     @field_validator("model_aliases", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .adaptive_limit import DEFAULT_INITIAL_CONCURRENCY, AdaptiveLimiter
 from .answers import Detacher
 from .clients import LazyClient
 from .errors import ProviderNotConfigured
@@ -50,7 +51,7 @@ class ProviderSlot:
     label: str
     adapter: Provider | None
     default_model: str
-    limiter: anyio.CapacityLimiter
+    limiter: AdaptiveLimiter
     missing_variable: str
 
     def require(self) -> Provider:
@@ -92,9 +93,15 @@ def _is_openai_host(base_url: str | None) -> bool:
     return base_url is None or (urlsplit(base_url).hostname or "").endswith("openai.com")
 
 
+def _limiter(settings: Settings, initial: int | None, ceiling: int) -> AdaptiveLimiter:
+    # A provider's retry-after holds new requests back at most as long as a call waits for one.
+    start = min(DEFAULT_INITIAL_CONCURRENCY, ceiling) if initial is None else initial
+    return AdaptiveLimiter(initial=start, ceiling=ceiling, max_hold_s=settings.retry_after_max_s)
+
+
 def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    limiter = anyio.CapacityLimiter(settings.openai_concurrency)
+    limiter = _limiter(settings, settings.openai_initial_concurrency, settings.openai_concurrency)
     if key is None and _is_openai_host(settings.openai_base_url):
         return ProviderSlot("openai", "OpenAI", None, settings.openai_model, limiter, "OPENAI_API_KEY"), None
 
@@ -116,7 +123,7 @@ def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | No
 
 def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-    limiter = anyio.CapacityLimiter(settings.anthropic_concurrency)
+    limiter = _limiter(settings, settings.anthropic_initial_concurrency, settings.anthropic_concurrency)
     if key is None:
         slot = ProviderSlot("anthropic", "Anthropic", None, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
         return slot, None

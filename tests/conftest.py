@@ -11,10 +11,12 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
+from mcp_llm_server import state as state_module
 from mcp_llm_server._standin import StandIn
 from mcp_llm_server.render import ERROR_META_KEY
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import Settings, load_settings
+from mcp_llm_server.state import AppState
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -39,6 +41,20 @@ def standin() -> Iterator[StandIn]:
 
 
 SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def states(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[AppState]]:
+    """The AppState of every server started in the test (to look at its limiters)."""
+    built: list[AppState] = []
+    original = state_module.build_state
+
+    def capture(settings: Settings) -> AppState:
+        built.append(original(settings))
+        return built[-1]
+
+    monkeypatch.setattr(state_module, "build_state", capture)
+    yield built
 
 
 # Conversations of subprocess servers go to a database of the test session, never the user's data directory.

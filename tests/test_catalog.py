@@ -41,7 +41,7 @@ async def test_resource_is_listed_and_describes_both_providers(make_settings: Se
         "missing_variable": None,
     }
     assert (openai["default_model"], openai["api_style"], openai["concurrency_limit"]) == ("gpt-z", "responses", 5)
-    assert openai["concurrency_variable"] == "MCP_LLM_OPENAI_CONCURRENCY"
+    assert (openai["concurrency_ceiling"], openai["concurrency_variable"]) == (5, "MCP_LLM_OPENAI_CONCURRENCY")
     assert (anthropic["default_model"], anthropic["api_style"], anthropic["concurrency_limit"]) == (
         "claude-sonnet-5-5",
         "messages",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -12,9 +11,7 @@ from helpers import connect, wait_until
 from mcp import Client
 from mcp.types import CallToolResult
 
-from mcp_llm_server import state as state_module
 from mcp_llm_server._standin import Api, RecordedRequest, Reply, StandIn
-from mcp_llm_server.settings import Settings
 from mcp_llm_server.state import AppState
 
 pytestmark = pytest.mark.anyio
@@ -32,20 +29,6 @@ def peak_overlap(requests: list[RecordedRequest], api: Api) -> int:
         open_now += step
         peak = max(peak, open_now)
     return peak
-
-
-@pytest.fixture
-def states(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[AppState]]:
-    """The AppState of every server started in the test (to look at its limiters)."""
-    built: list[AppState] = []
-    original = state_module.build_state
-
-    def capture(settings: Settings) -> AppState:
-        built.append(original(settings))
-        return built[-1]
-
-    monkeypatch.setattr(state_module, "build_state", capture)
-    yield built
 
 
 async def call_many(client: Client, calls: list[tuple[str, dict[str, Any]]]) -> list[CallToolResult]:
@@ -93,7 +76,7 @@ async def test_limits_are_per_provider_and_shared_by_every_tool(
     assert peak_overlap(requests, "messages") == 2
     assert standin.peak_open_requests <= 5
     (state,) = states
-    assert [slot.limiter.borrowed_tokens for slot in state.slots.values()] == [0, 0]
+    assert [slot.limiter.open for slot in state.slots.values()] == [0, 0]
 
 
 async def test_fifty_concurrent_calls_overlap_upstream(make_settings: SettingsFactory, standin: StandIn) -> None:
@@ -138,9 +121,9 @@ async def test_a_waiting_call_can_be_cancelled(
             tg.start_soon(client.call_tool, "ask_openai", {"prompt": "hi", "model": "long"})
             await wait_until(lambda: any(r.deltas_sent for r in standin.requests))
             tg.start_soon(client.call_tool, "ask_openai", {"prompt": "hi", "model": "waiting"})
-            await wait_until(lambda: limiter.statistics().tasks_waiting == 1)
+            await wait_until(lambda: limiter.waiting == 1)
             tg.cancel_scope.cancel()
-        await wait_until(lambda: limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0)
+        await wait_until(lambda: limiter.open == 0 and limiter.waiting == 0)
         after = await client.call_tool("ask_openai", {"prompt": "hi", "model": "after"})
     assert not after.is_error
     assert [r.model for r in standin.requests] == ["long", "after"]

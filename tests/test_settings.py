@@ -39,7 +39,8 @@ def test_defaults(clean_env: Path) -> None:
     assert (s.openai_model, s.anthropic_model, s.max_tokens) == ("gpt-5.5", "claude-sonnet-5-5", 4096)
     assert (s.connect_timeout_s, s.call_timeout_s, s.max_call_timeout_s, s.stall_timeout_s) == (10, 300, 3600, 60)
     assert (s.max_attempts, s.backoff_initial_s, s.backoff_max_s, s.retry_after_max_s) == (4, 0.5, 8, 60)
-    assert (s.openai_concurrency, s.anthropic_concurrency) == (8, 8)
+    assert (s.openai_concurrency, s.anthropic_concurrency) == (64, 64)  # ceilings of the adaptive limits
+    assert (s.openai_initial_concurrency, s.anthropic_initial_concurrency) == (None, None)  # 16, at most those
     assert (s.progress_interval_s, s.progress_tail_chars) == (0.25, 600)
     assert (s.max_prompt_chars, s.max_message_bytes) == (400_000, 33_554_432)
     assert s.log_level == "WARNING"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -95,6 +96,27 @@ class Reply:
 
     def full_text(self) -> str:
         return "".join(self.chunks) if self.chunks is not None else self.text
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider's cap on requests open at once: beyond ``max_open`` a model request is refused at once, in the
+    provider's error shape, with ``retry-after-ms`` and ``retry-after`` (whole seconds, rounded up). Refused
+    requests hold no place. OpenAI answers 429; Anthropic 429, or 529 (overloaded) with ``anthropic_status``."""
+
+    max_open: int
+    retry_after_s: float = 0.25
+    anthropic_status: Literal[429, 529] = 429
+
+    def refusal(self, provider: Literal["openai", "anthropic"]) -> Reply:
+        status = self.anthropic_status if provider == "anthropic" else 429
+        wait_ms = round(self.retry_after_s * 1000)
+        message = (
+            f"Rate limit reached: at most {self.max_open} requests open at once. Please try again in {wait_ms}ms."
+            if status == 429
+            else "Overloaded"
+        )
+        return Reply.error(status, retry_after=math.ceil(self.retry_after_s), retry_after_ms=wait_ms, message=message)
 
 
 @dataclass

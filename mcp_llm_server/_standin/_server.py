@@ -18,7 +18,7 @@ import anyio
 
 from ._http import HttpConnection, HttpError, HttpRequest
 from ._respond import Headers, respond, send_error, send_json
-from ._script import Api, Outcome, RecordedRequest, Reply
+from ._script import Api, Outcome, RateLimit, RecordedRequest, Reply
 from ._wire import Provider, anthropic_models, openai_models
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class StandIn:
         self._port: int | None = None
         self.responder: Responder | None = None
         self.default_reply = Reply()
+        self.rate_limit: RateLimit | None = None  # None: no cap on open requests
         self.openai_models: list[str] = ["gpt-standin", "gpt-standin-mini"]
         self.anthropic_models: list[str] = ["claude-standin", "claude-standin-haiku"]
         self._lock = threading.Lock()
@@ -56,6 +57,9 @@ class StandIn:
         self._serial = itertools.count(1)
         self._open = 0
         self._peak = 0
+        self._admitted = 0  # model requests open under `rate_limit`
+        self._admitted_peak = 0
+        self._refused = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -164,9 +168,21 @@ class StandIn:
     def peak_open_requests(self) -> int:
         return self._peak
 
+    @property
+    def peak_admitted_requests(self) -> int:
+        """The most model requests served at once under `rate_limit` (refused ones not counted)."""
+        return self._admitted_peak
+
+    @property
+    def refused_requests(self) -> int:
+        """Model requests refused by `rate_limit` since the last `reset_peak`."""
+        return self._refused
+
     def reset_peak(self) -> None:
         with self._lock:
             self._peak = self._open
+            self._admitted_peak = self._admitted
+            self._refused = 0
 
     def clear(self) -> None:
         """Forget recorded requests and every scripted queue."""
@@ -334,8 +350,28 @@ class StandIn:
         if not isinstance(rec.body, dict):
             await send_error(conn, provider, rec, 400, headers, message="The request body is not a JSON object.")
             return "error_status"
-        rec.reply = self._pick(rec)
-        return await respond(conn, rec, rec.reply, provider, headers, serial)
+        limit = self.rate_limit
+        if limit is None:
+            rec.reply = self._pick(rec)
+            return await respond(conn, rec, rec.reply, provider, headers, serial)
+        if not self._admit(limit):
+            rec.reply = limit.refusal(provider)
+            return await respond(conn, rec, rec.reply, provider, headers, serial)
+        try:
+            rec.reply = self._pick(rec)
+            return await respond(conn, rec, rec.reply, provider, headers, serial)
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def _admit(self, limit: RateLimit) -> bool:
+        with self._lock:
+            if self._admitted >= limit.max_open:
+                self._refused += 1
+                return False
+            self._admitted += 1
+            self._admitted_peak = max(self._admitted_peak, self._admitted)
+            return True
 
     def _recorded(self, request: HttpRequest, serial: int) -> tuple[RecordedRequest, Provider]:
         api = _ROUTES.get(request.path, "other")

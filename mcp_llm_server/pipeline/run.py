@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
+from ..adaptive_limit import AdaptiveLimiter
 from ..errors import UpstreamFailure
 from ..progress import Progress
 from ..providers.base import Completion, LLMRequest, Provider
@@ -85,21 +86,28 @@ class _CollectingSink:
         self._progress.reasoning(delta)
 
 
-def _deadline_failure(provider: Provider, limiter: anyio.CapacityLimiter, limit_s: float, waiting: bool) -> str:
+def _deadline_failure(provider: Provider, limiter: AdaptiveLimiter, limit_s: float, waiting: bool) -> str:
     detail = f"no complete answer within the call's {limit_s:g} s limit"
-    if waiting:  # the limit ran out before the request could even be sent
-        detail += (
-            f"; it was still waiting for a free slot (all {limiter.total_tokens:g} concurrent "
-            f"{provider.label} requests this server allows were in use)"
+    if not waiting:
+        return detail
+    # The limit ran out before the request could even be sent.
+    hold = limiter.hold_remaining()
+    if hold > 0:
+        return detail + (
+            f"; it was waiting to send it: {provider.label} asked (retry-after) that no request be sent for "
+            f"another {hold:.1f} s"
         )
-    return detail
+    return detail + (
+        f"; it was still waiting for a free slot (all {limiter.limit} concurrent {provider.label} requests this "
+        f"server allows now were in use; the limit adapts to the provider's rate limits, up to {limiter.ceiling})"
+    )
 
 
 async def run_call(
     provider: Provider,
     request: LLMRequest,
     *,
-    limiter: anyio.CapacityLimiter,
+    limiter: AdaptiveLimiter,
     limits: CallLimits,
     deadline: Deadline,
     progress: Progress,
@@ -120,7 +128,7 @@ async def run_call(
         attempts_made = number
         sink.reset()
         waiting_for_slot = True
-        async with limiter:
+        async with limiter.slot(retry=number > 1):
             waiting_for_slot = False
             if consumed is not None:
                 consumed.requests = number

@@ -68,8 +68,12 @@ class ProviderInfo(BaseModel):
     default_model: str
     base_url_host: str = Field(description="Host (and port) of the base URL; never its path or credentials.")
     api_style: str = Field(description="`responses` or `chat` (OpenAI), `messages` (Anthropic).")
-    concurrency_limit: int = Field(description="Upstream requests open to this provider at once, across all calls.")
-    concurrency_variable: str = Field(description="The environment variable that sets `concurrency_limit`.")
+    concurrency_limit: int = Field(
+        description="Upstream requests that may be open to this provider at once now, across all calls: it grows "
+        "on success and shrinks when the provider answers 429/529, up to `concurrency_ceiling`."
+    )
+    concurrency_ceiling: int = Field(description="The most `concurrency_limit` grows to.")
+    concurrency_variable: str = Field(description="The environment variable that sets `concurrency_ceiling`.")
 
 
 class ProviderModels(ProviderInfo):
@@ -160,7 +164,8 @@ def _provider_info(slot: ProviderSlot, settings: Settings) -> ProviderInfo:
         default_model=slot.default_model,
         base_url_host=_host(base_url, slot.id),
         api_style=api_style,
-        concurrency_limit=int(slot.limiter.total_tokens),
+        concurrency_limit=slot.limiter.limit,
+        concurrency_ceiling=slot.limiter.ceiling,
         concurrency_variable=_LIMIT_VARIABLES[slot.id],
     )
 
