@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["ALL", "WriteBehind"]
+__all__ = ["ALL", "Write", "WriteBehind"]
 
 logger = logging.getLogger(__name__)
 

@@ -133,7 +133,9 @@ def _transcript(detail: ConversationDetail) -> str:
     return "\n".join(lines)
 
 
-def _not_found(conversation_id: str) -> str:
+def _not_found(conversation_id: str, unsaved: str | None = None) -> str:
+    if unsaved is not None:  # the answer went out, and saving its turn failed after it
+        return f"No conversation `{conversation_id}`: the answer that started it could not be saved ({unsaved})."
     return (
         f"No conversation `{conversation_id}` (it may have expired or been deleted). "
         "Call list_conversations to see the conversations kept."
@@ -188,7 +190,7 @@ def _register_get(server: MCPServer) -> None:
         except StoreError as exc:
             return error_result(state, str(exc))
         if conversation is None:
-            return error_result(state, _not_found(conversation_id))
+            return error_result(state, _not_found(conversation_id, state.conversations.unsaved(conversation_id)))
         detail = _detail(conversation)
         return success_result(_transcript(detail), detail.model_dump(mode="json"))
 
