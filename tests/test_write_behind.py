@@ -87,3 +87,33 @@ async def test_a_turn_that_could_not_be_saved_after_its_answer_is_told_later(
     assert third.structured_content is not None
     assert any("could not be saved" in note for note in third.structured_content["notes"])
     assert usage.structured_content is not None and usage.structured_content["unrecorded_calls"] == 2
+
+
+async def test_a_first_turn_another_process_is_still_writing_is_waited_for(tmp_path: Path) -> None:
+    """Replicas on one database: B is asked to continue a conversation whose first turn A writes after its answer
+    went out. B waits for it (up to a second) instead of saying there is no such conversation."""
+    from mcp_llm_server.store import Database
+    from mcp_llm_server.store.conversations import APPEAR_WAIT_S, ConversationStore, NewTurn
+
+    url = sqlite_url(tmp_path / "shared.db")
+    await created(url)
+    a = ConversationStore(Database(url), max_age_s=None, max_chars=None)
+    b = ConversationStore(Database(url), max_age_s=None, max_chars=None)
+    turn = NewTurn(provider="openai", model="m", system=None, prompt="p", answer="a", usage={})
+
+    async def write_late() -> None:
+        await anyio.sleep(APPEAR_WAIT_S / 4)
+        await a.append("c_late", turn, "stdio")
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_late)
+            found = await b.get_appearing("c_late")
+        started = anyio.current_time()
+        missing = await b.get_appearing("c_never")
+        waited = anyio.current_time() - started
+    finally:
+        await a.db.aclose()
+        await b.db.aclose()
+    assert found is not None and found.summary.turn_count == 1
+    assert missing is None and APPEAR_WAIT_S <= waited < APPEAR_WAIT_S + 5

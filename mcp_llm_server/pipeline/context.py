@@ -135,7 +135,7 @@ async def prepare_context(
             await held.enter_async_context(store.lock(conversation_id))
         try:
             with deadline.bound("loading the conversation"):
-                conversation = await store.get(conversation_id, caller.scope)
+                conversation = await store.get_appearing(conversation_id, caller.scope)
         except StoreError as exc:
             raise ContextRefused(str(exc)) from None
         if conversation is None:

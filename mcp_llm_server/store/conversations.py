@@ -101,6 +101,8 @@ class Conversation:
 
 _PRUNE_EVERY_S = 60.0
 _UNSAVED_KEPT = 256
+APPEAR_WAIT_S = 1.0  # a first turn another process is still writing is waited for this long at most
+_APPEAR_POLL_S = 0.1
 
 
 def conversation_key(conversation_id: str) -> str:
@@ -150,6 +152,17 @@ class ConversationStore:
 
     def _cutoff(self) -> float | None:
         return None if self.max_age_s is None else self._clock() - self.max_age_s
+
+    async def get_appearing(self, conversation_id: str, owner: str | None = None) -> Conversation | None:
+        """`get`, waiting up to `APPEAR_WAIT_S` for a conversation not there yet: another server process on the
+        database may have answered its first turn moments ago and still be writing it (after its answer went out).
+        Only a missing conversation waits; `unsaved` ones (this process failed to write them) do not."""
+        until = anyio.current_time() + APPEAR_WAIT_S
+        while True:
+            found = await self.get(conversation_id, owner)
+            if found is not None or self.unsaved(conversation_id) is not None or anyio.current_time() >= until:
+                return found
+            await anyio.sleep(_APPEAR_POLL_S)
 
     async def get(self, conversation_id: str, owner: str | None = None) -> Conversation | None:
         """The conversation with every turn, oldest first; None when there is none (or it has expired, or `owner`

@@ -186,7 +186,7 @@ def _register_get(server: MCPServer) -> None:
     ) -> Annotated[CallToolResult, ConversationDetail]:
         state = app_state(ctx)
         try:
-            conversation = await state.conversations.get(conversation_id, caller_identity(ctx).scope)
+            conversation = await state.conversations.get_appearing(conversation_id, caller_identity(ctx).scope)
         except StoreError as exc:
             return error_result(state, str(exc))
         if conversation is None:
