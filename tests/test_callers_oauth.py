@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest import server_env
+from helpers import words
 from http_server import HttpServer, bearer_client, call, running_http_server
 from oauth_issuer import LocalIssuer, new_key
 
-from mcp_llm_server._standin import StandIn
+from mcp_llm_server._standin import Reply, StandIn
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +56,7 @@ def server(issuer: LocalIssuer, upstream: StandIn, tmp_path: Path) -> Iterator[H
         MCP_LLM_OAUTH_REQUIRED_SCOPES=SCOPE,
         MCP_LLM_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'oauth.db'}",
         MCP_LLM_LOG_LEVEL="INFO",
+        MCP_LLM_DETACH_AFTER_S="3",
     )
     with running_http_server(env, tmp_path) as running:
         yield running
@@ -139,3 +141,24 @@ async def test_two_subjects_are_two_callers(server: HttpServer, issuer: LocalIss
         )
     assert stolen.status_code == 404
     assert issuer.jwks_requests == 1  # the keys were fetched once, and cached
+
+
+async def test_a_subjects_detached_answer_is_not_anothers(
+    server: HttpServer, issuer: LocalIssuer, upstream: StandIn
+) -> None:
+    upstream.clear()
+    upstream.script(Reply(chunks=words(60), chunk_delay_s=0.15))  # about 9 s: detaches at 3 s
+    alice, bob = issuer.mint(sub="alice-1", scope=SCOPE), issuer.mint(sub="bob-2", scope=SCOPE)
+    async with bearer_client(server.mcp_url, alice) as client:
+        _, running, _ = await call(client, "ask_claude", prompt="a long one")
+        assert running["status"] == "running"
+        async with bearer_client(server.mcp_url, bob) as other:
+            failed, _, said = await call(other, "get_answer", answer_id=running["answer_id"], wait_s=0)
+            assert failed and "No answer has the id" in said
+            failed, _, said = await call(other, "cancel_answer", answer_id=running["answer_id"])
+            assert failed and "No answer has the id" in said
+        for _ in range(100):
+            _, done, _ = await call(client, "get_answer", answer_id=running["answer_id"])
+            if done["status"] != "running":
+                break
+        assert done["status"] == "complete"
