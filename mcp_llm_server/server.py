@@ -29,6 +29,7 @@ from .tools.catalog import register_catalog
 from .tools.conversations import register_conversation_tools
 from .tools.extract import register_extract_tool
 from .tools.fanout import register_fanout_tool
+from .tools.prompts import register_prompts
 from .tools.usage import register_usage_tools
 
 __all__ = ["INSTRUCTIONS", "build_server"]
@@ -91,6 +92,7 @@ def build_server(settings: Settings, *, clock: Callable[[], float] = time.time) 
     register_usage_tools(server, lambda: running[-1] if running else None)
     flatten_input_schemas(server)
     apply_tool_toggles(server, settings)  # after every registration, so it covers every tool
+    register_prompts(server)  # after the toggles: a prompt is offered only with the tools it names
     _add_logging_handler(server)
     _add_prompt_handler(server)
     return server
@@ -126,14 +128,18 @@ def _add_logging_handler(server: MCPServer) -> None:
 
 
 def _add_prompt_handler(server: MCPServer) -> None:
-    """`prompts/get` for a name the server lacks: an INVALID_PARAMS error (the SDK logs a traceback, answers code 0)."""
+    """`prompts/get` for a name the server lacks, or with missing or invalid arguments: an INVALID_PARAMS error
+    saying which (the SDK logs a traceback and answers code 0)."""
 
     async def get_prompt(
         ctx: ServerRequestContext[AppState], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult | types.InputRequiredResult:
         if params.name not in {prompt.name for prompt in await server.list_prompts()}:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
-        handled: types.GetPromptResult | types.InputRequiredResult = await default_get_prompt(server)(ctx, params)
+        try:
+            handled: types.GetPromptResult | types.InputRequiredResult = await default_get_prompt(server)(ctx, params)
+        except ValueError as exc:  # the SDK's word for missing or invalid arguments (it would log a traceback)
+            raise MCPError(types.INVALID_PARAMS, f"Prompt {params.name}: {exc}") from None
         return handled
 
     lowlevel_server(server).add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)

@@ -206,3 +206,20 @@ def test_conformance_with_named_tokens(node_env: dict[str, str], standin: StandI
         statuses = [check["status"] for check in checks.get(scenario, [])]
         assert "SUCCESS" in statuses and "FAILURE" not in statuses, f"{scenario}: {statuses}"
     assert token not in stderr
+
+
+def test_inspector_lists_and_gets_the_prompts(node_env: dict[str, str], standin: StandIn) -> None:
+    """The slash-command prompts through the Inspector: listed with their arguments, and one rendered."""
+    listed = inspector(node_env, standin, "--method", "prompts/list")
+    assert listed.returncode == 0, indented(listed.stderr)
+    prompts = {prompt["name"]: prompt for prompt in result_of(listed)["prompts"]}
+    assert set(prompts) == {"second_opinion", "judge", "review_files"}
+    assert [(a["name"], a.get("required")) for a in prompts["judge"]["arguments"]] == [
+        ("question", True),
+        ("targets", True),
+    ]
+    args = ["--method", "prompts/get", "--prompt-name", "judge", "--prompt-args", "question=Is 91 prime?"]
+    got = inspector(node_env, standin, *args, "targets=openai,anthropic")
+    assert got.returncode == 0, indented(got.stderr)
+    message = result_of(got)["messages"][0]
+    assert message["role"] == "user" and '`targets` = ["openai", "anthropic"]' in message["content"]["text"]
