@@ -131,6 +131,13 @@ class TargetAnswer(BaseModel):
 
 class AskManyResult(DetachFields):
     answers: list[TargetAnswer] = Field(description="One entry per target, in the order the targets were given.")
+    judgment: TargetAnswer | None = Field(
+        default=None,
+        description="The judge's synthesis (`text`), or why the judge failed (`error`); null without a judge.",
+    )
+    labels: dict[str, str] | None = Field(
+        default=None, description="What the judge saw each answer as: label (A, B…) to target; null without a judge."
+    )
     succeeded: int = Field(description="Targets that answered.")
     failed: int = Field(description="Targets that failed (their entries carry `error`).")
     cost_usd: float | None = Field(

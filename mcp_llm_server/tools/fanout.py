@@ -32,6 +32,7 @@ from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import NewTurn, StoredFile
 from .detached import DETACH_NOTE, detachable
+from .judging import JUDGE_SYSTEM, MAX_STANCE_CHARS, check_stances, judge_prompt, stance_requests
 from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
 
 __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
@@ -51,6 +52,27 @@ Targets = Annotated[
         "(`claude` is accepted for `anthropic`), or a model alias alone (`list_models` shows them). At most "
         f"{MAX_TARGETS}; repeating a target asks it again (independent samples). Omit to ask every configured "
         "provider's default model.",
+    ),
+]
+
+
+JudgeArg = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="A model to judge the answers, written like a target (`anthropic`, `openai:gpt-5.5`, an "
+        "alias). It sees the question and the answers labelled A, B, C…, not which model wrote which. Omit for "
+        "no judge.",
+    ),
+]
+Stances = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=MAX_STANCE_CHARS)]] | None,
+    Field(
+        min_length=1,
+        max_length=MAX_TARGETS,
+        description="One stance per target, in the targets' order, added to that target's system text: `for`, "
+        "`against`, `neutral`, or your own words. Omit for none.",
     ),
 ]
 
@@ -194,18 +216,29 @@ def _render(result: AskManyResult) -> str:
                 lines.append(f"\nPartial answer received before the failure:\n{answer.error.partial_text}")
             if answer.truncation_note:
                 lines.append(f"\n{answer.truncation_note}")
+    if result.judgment is not None:
+        lines.append(_render_judgment(result.judgment, result.labels or {}))
     return "\n".join(lines)
 
 
+def _render_judgment(judgment: TargetAnswer, labels: dict[str, str]) -> str:
+    key = ", ".join(f"{label} = {target}" for label, target in labels.items())
+    if judgment.error is not None:
+        return f"\n## Synthesis: the judge failed ({judgment.error.kind})\n\n{judgment.error.message}"
+    judge = judgment.target.removeprefix("judge ")
+    note = f"\n\n{judgment.truncation_note}" if judgment.truncation_note else ""
+    return f"\n## Synthesis by the judge ({judge}; it saw the answers as {key})\n\n{judgment.text or ''}{note}"
+
+
 async def _fan_out(
-    call: ModelCall, targets: list[Target], request: LLMRequest, progress: FanoutProgress
+    call: ModelCall, targets: list[Target], requests: list[LLMRequest], progress: FanoutProgress
 ) -> list[TargetAnswer]:
     answers: list[TargetAnswer | None] = [None] * len(targets)
     finished = 0
 
     async def one(index: int, target: Target) -> None:
         nonlocal finished
-        answer = await _ask_target(call, target, replace(request, model=target.model), progress)
+        answer = await _ask_target(call, target, requests[index], progress)
         answers[index] = answer
         progress.done(target.label)  # heartbeats name only the targets still running
         finished += 1
@@ -219,6 +252,42 @@ async def _fan_out(
         for index, target in enumerate(targets):
             tg.start_soon(one, index, target)
     return [answer for answer in answers if answer is not None]
+
+
+def _judge_target(spec: str | None, state: AppState) -> Target | None:
+    if spec is None:
+        return None
+    try:
+        (target,) = parse_targets([spec], state)
+    except CallRefused as refused:
+        raise CallRefused("invalid_judge", f"The judge: {refused}", refused.details) from None
+    return replace(target, label=f"judge {target.label}")
+
+
+async def _judge(
+    call: ModelCall,
+    judge: Target,
+    question: str,
+    answers: list[TargetAnswer],
+    max_tokens: int | None,
+    progress: FanoutProgress,
+) -> tuple[TargetAnswer, dict[str, str]]:
+    """The judge's synthesis of the answers (labelled, never named), or its error; the answers stand either way."""
+    text, labels = judge_prompt(question, answers)
+    if not any(answer.error is None for answer in answers):
+        nothing = _target_error("nothing_to_judge", "Every target failed, so there was nothing to judge.")
+        return _failed(judge, anyio.current_time(), nothing, attempts=0), labels
+    try:
+        call.check_prompt_size(len(text) + len(JUDGE_SYSTEM), "The answers to judge")
+    except CallRefused as refused:
+        return _failed(judge, anyio.current_time(), _target_error(refused.kind, str(refused)), attempts=0), labels
+    # The judge sees the question and the answers alone: not the conversation's history, nor the files.
+    request = replace(call.request(text, judge.model, max_tokens=max_tokens), system=JUDGE_SYSTEM, history=(), files=())
+    await progress.status(f"Judging {len(answers)} answers with {judge.label.removeprefix('judge ')}")
+    judged = await _ask_target(call, judge, request, progress)
+    progress.done(judge.label)
+    await progress.flush()
+    return judged, labels
 
 
 def _total_cost(answers: list[TargetAnswer]) -> dict[str, Any]:
@@ -256,10 +325,14 @@ async def _ask_many(
     conversation_id: str | None = None,
     files: list[str] | None = None,
     client_roots: Sequence[Path] = (),
+    judge: str | None = None,
+    stances: list[str] | None = None,
 ) -> CallToolResult:
     state = app_state(ctx)
     try:
         parsed = parse_targets(targets, state)
+        check_stances(stances, len(parsed))
+        judge_target = _judge_target(judge, state)
         async with model_call(
             ctx,
             tool="ask_many",
@@ -271,22 +344,34 @@ async def _ask_many(
         ) as call:
             call.check_prompt_size(len(prompt) + len(call.context.system or ""))
             request = call.request(prompt, "", max_tokens=max_tokens, reasoning_effort=reasoning_effort)
+            requests = stance_requests(request, [target.model for target in parsed], stances)
             started = anyio.current_time()
             async with call.fanout_progress() as progress:
-                answers = await _fan_out(call, parsed, request, progress)
+                answers = await _fan_out(call, parsed, requests, progress)
+                judged = None
+                if judge_target is not None:
+                    judged = await _judge(call, judge_target, prompt, answers, max_tokens, progress)
             # One turn per answer, in target order (failed targets add none).
             saved_to, save_note = await call.save([_turn(call, prompt, a) for a in answers if a.error is None])
-            return _result(call, answers, started, saved_to, save_note)
+            return _result(call, answers, started, saved_to, save_note, judged)
     except CallRefused as refused:
         return refusal_result(state, refused)
 
 
 def _result(
-    call: ModelCall, answers: list[TargetAnswer], started: float, saved_to: str | None, save_note: str | None
+    call: ModelCall,
+    answers: list[TargetAnswer],
+    started: float,
+    saved_to: str | None,
+    save_note: str | None,
+    judged: tuple[TargetAnswer, dict[str, str]] | None,
 ) -> CallToolResult:
     failed = sum(1 for answer in answers if answer.error is not None)
     notes = [*call.notes, *([save_note] if save_note else [])]
+    judgment, labels = judged if judged is not None else (None, None)
     result = AskManyResult(
+        judgment=judgment,
+        labels=labels,
         answers=answers,
         succeeded=len(answers) - failed,
         failed=failed,
@@ -294,10 +379,11 @@ def _result(
         conversation_id=saved_to,
         turns_omitted=call.context.turns_omitted,
         notes=notes or None,
-        **_total_cost(answers),
+        **_total_cost([*answers, *([judgment] if judgment is not None else [])]),
     )
     # The conversation the answers were saved to, where the whole of a truncated one stays readable.
-    cap_answers(result.answers, call.settings.max_output_chars, result.conversation_id)
+    capped = [*result.answers, *([result.judgment] if result.judgment is not None else [])]
+    cap_answers(capped, call.settings.max_output_chars, result.conversation_id)
     structured = result.model_dump(mode="json")
     if result.succeeded == 0:
         return error_result(call.state, "Every target failed.\n\n" + _render(result), structured, conforms=True)
@@ -313,7 +399,10 @@ def register_fanout_tool(server: MCPServer) -> None:
         f"{MAX_TARGETS}) and return every answer side by side, each with its model, token usage, latency "
         "and attempts. Use it to compare models or collect independent opinions. A target that fails (unknown "
         "model, rate limit, timeout) carries its error and does not affect the others; the call fails only if "
-        "every target failed. Answers stream as progress notifications prefixed with their target. "
+        "every target failed. Answers stream as progress notifications prefixed with their target. With `judge`, "
+        "a judge model then receives the answers labelled A, B, C… (not by model) and writes a synthesis: where "
+        "they agree and differ, which it trusts and why (`judgment`; a failed judge leaves the answers). `stances` "
+        "gives each target a stance to argue (`for`, `against`, `neutral` or your own words). "
         "`timeout_s` bounds the whole fan-out." + DETACH_NOTE,
     )
     async def ask_many(
@@ -327,11 +416,13 @@ def register_fanout_tool(server: MCPServer) -> None:
         reasoning_effort: ReasoningEffortArg = None,
         conversation_id: ConversationId = None,
         files: Files = None,
+        judge: JudgeArg = None,
+        stances: Stances = None,
     ) -> Annotated[CallToolResult, AskManyResult]:
         return await detachable(
             ctx,
             "ask_many",
-            {"targets": targets},
+            {"targets": targets, "judge": judge},
             lambda: _ask_many(
                 ctx,
                 prompt=prompt,
@@ -343,5 +434,7 @@ def register_fanout_tool(server: MCPServer) -> None:
                 conversation_id=conversation_id,
                 files=files,
                 client_roots=root_paths(client_roots),
+                judge=judge,
+                stances=stances,
             ),
         )
