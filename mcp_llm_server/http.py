@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
@@ -212,6 +213,16 @@ def oauth_verifier(settings: Settings) -> JwtVerifier | None:
     from .oauth import JwtVerifier  # PyJWT and cryptography: only when OAuth is on (about 60 ms to import)
 
     assert settings.oauth_resource_url is not None  # the settings require it with the issuer
+    for variable, url in (
+        ("MCP_LLM_OAUTH_ISSUER", settings.oauth_issuer),
+        ("MCP_LLM_OAUTH_JWKS_URL", settings.oauth_jwks_url),
+    ):
+        host = urlsplit(url or "").hostname
+        if url is not None and url.startswith("http://") and host is not None and not is_loopback(host):
+            logger.warning(
+                "%s is plain http:// beyond loopback: the keys tokens are checked with can be forged in transit",
+                variable,
+            )
     return JwtVerifier(
         issuer=settings.oauth_issuer, audience=settings.oauth_resource_url, jwks_url=settings.oauth_jwks_url
     )

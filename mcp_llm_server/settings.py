@@ -10,11 +10,12 @@ import os
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
 from .caller_budgets import CallerBudgets, parse_caller_budgets
+from .callers import TOKEN_PREFIX
 from .named_tokens import parse_named_tokens
 from .pricing import ModelPrice
 
@@ -275,6 +276,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @model_validator(mode="after")
+    def _caller_budgets_name_known_tokens(self) -> Settings:
+        """A cap for `token:<name>` with no such named token would apply to nobody: a typo, refused at start."""
+        if self.http_tokens:
+            unknown = [
+                caller
+                for caller in self.caller_budgets
+                if caller.startswith(TOKEN_PREFIX) and caller.removeprefix(TOKEN_PREFIX) not in self.http_tokens
+            ]
+            if unknown:
+                raise ValueError(
+                    f"MCP_LLM_CALLER_BUDGETS names {unknown[0]}, but MCP_LLM_HTTP_TOKENS has no token named "
+                    f"{unknown[0].removeprefix(TOKEN_PREFIX)!r}: fix the name, or add the token"
+                )
+        return self
+
     @property
     def callers_told_apart(self) -> bool:
         """Whether HTTP callers have identities of their own (and each sees only its own data)."""
@@ -321,5 +338,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in exc.errors():
             # Never echo the offending value: it may be a key pasted into the wrong variable.
-            problems.append(f"{_env_name(err['loc'])}: {err['msg']}")
+            if err["loc"]:
+                problems.append(f"{_env_name(err['loc'])}: {err['msg']}")
+            else:  # a check across settings: its message names the variables
+                problems.append(err["msg"].removeprefix("Value error, "))
         raise SettingsError("; ".join(problems)) from None

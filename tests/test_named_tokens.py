@@ -59,3 +59,27 @@ def test_oauth_needs_the_resource_url_and_urls() -> None:
         oauth_required_scopes="mcp:tools, mcp:admin",
     )
     assert settings.callers_told_apart and settings.oauth_required_scopes == ["mcp:tools", "mcp:admin"]
+
+
+def test_a_caller_budget_for_a_token_name_that_does_not_exist_is_refused() -> None:
+    tokens = json.dumps({"alice": GOOD})
+    message = refusal(http_tokens=tokens, caller_budgets=json.dumps({"token:alcie": {"daily_usd": 1}}))
+    assert message.startswith("MCP_LLM_CALLER_BUDGETS names token:alcie") and "MCP_LLM_HTTP_TOKENS" in message
+    fine = load_settings(_env_file=None, http_tokens=tokens, caller_budgets=json.dumps({"token:alice": {}}))
+    assert fine.caller_budgets == {"token:alice": {}}
+
+
+@pytest.mark.anyio
+async def test_a_plain_http_issuer_beyond_loopback_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from mcp_llm_server.http import oauth_verifier
+
+    for issuer in ("http://login.example.test", "http://127.0.0.1:9000", "https://login.example.test"):
+        settings = load_settings(_env_file=None, oauth_issuer=issuer, oauth_resource_url="https://llm.example.test/mcp")
+        verifier = oauth_verifier(settings)
+        assert verifier is not None
+        await verifier.aclose()
+    warned = [r.getMessage() for r in caplog.records if "plain http://" in r.getMessage()]
+    assert warned == [
+        "MCP_LLM_OAUTH_ISSUER is plain http:// beyond loopback: the keys tokens are checked with can be forged in "
+        "transit"
+    ]
