@@ -13,8 +13,6 @@ a 401 names it in `WWW-Authenticate`; a token without a required scope gets 403 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -49,8 +47,7 @@ class Refusal:
 class HttpAuth:
     """The credentials the server accepts, and how to check a presented one."""
 
-    legacy_digest: bytes | None = None
-    named: NamedTokens = field(default_factory=lambda: NamedTokens({}))
+    tokens: NamedTokens = field(default_factory=lambda: NamedTokens({}))  # caller id -> its bearer token
     oauth: TokenVerifier | None = None
     resource_url: str | None = None
     issuer: str | None = None
@@ -58,10 +55,10 @@ class HttpAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings, oauth: TokenVerifier | None = None) -> HttpAuth:
-        legacy = settings.http_token.get_secret_value().encode() if settings.http_token is not None else None
+        single = {"http:token": settings.http_token} if settings.http_token is not None else {}
+        named = {TOKEN_PREFIX + name: token for name, token in settings.http_tokens.items()}
         return cls(
-            legacy_digest=hashlib.sha256(legacy).digest() if legacy is not None else None,
-            named=NamedTokens({name: token.get_secret_value() for name, token in settings.http_tokens.items()}),
+            tokens=NamedTokens({caller: token.get_secret_value() for caller, token in {**single, **named}.items()}),
             oauth=oauth,
             resource_url=settings.oauth_resource_url,
             issuer=settings.oauth_issuer,
@@ -70,7 +67,7 @@ class HttpAuth:
 
     @property
     def enabled(self) -> bool:
-        return self.legacy_digest is not None or bool(self.named) or self.oauth is not None
+        return bool(self.tokens) or self.oauth is not None
 
     @property
     def metadata_paths(self) -> tuple[str, ...]:
@@ -101,12 +98,9 @@ class HttpAuth:
 
     async def authenticate(self, token: bytes) -> AccessToken | Refusal:
         """The access token a bearer token stands for (its `client_id` is the caller id), or why it is refused."""
-        presented = hashlib.sha256(token).digest()
-        if self.legacy_digest is not None and hmac.compare_digest(presented, self.legacy_digest):
-            return _local_token("http:token")
-        name = self.named.name_of(token)
-        if name is not None:
-            return _local_token(TOKEN_PREFIX + name)
+        caller = self.tokens.name_of(token)
+        if caller is not None:
+            return _local_token(caller)
         if self.oauth is not None:
             return await self._oauth_token(token)
         return Refusal(401, "invalid_token", "the bearer token is not valid")

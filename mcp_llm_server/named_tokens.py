@@ -81,10 +81,11 @@ class NamedTokens:
         return bool(self._digests)
 
     def name_of(self, token: bytes) -> str | None:
-        """The token's name, or None. Every digest is compared, whatever matches."""
+        """The token's name (the first given, should two share a token), or None. Every digest is compared,
+        whatever matches."""
         presented = _digest(token)
         found = None
         for name, digest in self._digests:
-            if hmac.compare_digest(presented, digest):
+            if hmac.compare_digest(presented, digest) and found is None:
                 found = name
         return found

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.anyio
 
 
 def recorder(done: list[str], name: str, *, ok: bool = True, pause_s: float = 0.0) -> Write:
-    async def write() -> bool:
+    async def write() -> str | None:
         await anyio.sleep(pause_s)
         done.append(name)
-        return ok
+        return None if ok else "it failed"
 
     return write
 

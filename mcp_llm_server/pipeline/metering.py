@@ -157,20 +157,14 @@ class Meter:
         """Settle the reservation, after the answer has gone out when the server runs (`store.behind`: the usage
         report waits for it; until then the reservation keeps holding the worst case). Returns what could not be
         recorded when that is known now (the settlement ran inline), else None; a later failure is logged."""
-        failed: list[str] = []
 
-        async def write() -> bool:
+        async def write() -> str | None:
             try:
                 await self.spend.settle(reservation, actual, entry)
-                return True
-            except StoreError as exc:  # SettlementFailed says what became of the reservation
+                return None
+            except Exception as exc:  # a StoreError (SettlementFailed says what became of the reservation) or a bug
                 logger.warning("could not record the cost of a call: %s", exc)
-                failed.append(str(exc))
-            except Exception as exc:
-                logger.warning("could not record the cost of a call: %s", exc)
-                failed.append(UNRECORDED_COST_NOTE)
-            self.spend.unrecorded += 1
-            return False
+                self.spend.unrecorded += 1
+                return str(exc) if isinstance(exc, StoreError) else UNRECORDED_COST_NOTE
 
-        await self.spend.db.behind.write((), write)
-        return failed[0] if failed else None
+        return await self.spend.db.behind.write((), write)

@@ -34,7 +34,7 @@ SHUTDOWN_DRAIN_S = 5.0
 
 _QUEUED_MAX = 10_000  # beyond this many pending writes, a new one waits for room (the database is far behind)
 
-Write = Callable[[], Awaitable[bool]]  # True: written; False: it failed (and has said so)
+Write = Callable[[], Awaitable[str | None]]  # None: written; else why it failed (the write has logged it)
 
 
 class WriteBehind:
@@ -64,13 +64,15 @@ class WriteBehind:
                 async for write, done, filed in receive:
                     await self._run(write, done, filed)
 
-    async def write(self, keys: tuple[str, ...], write: Write) -> None:
+    async def write(self, keys: tuple[str, ...], write: Write) -> str | None:
         """Queue `write` (filed under `keys`), or run it now (see the module's docstring). The write handles its
-        own failures and returns whether it succeeded; one that raises is logged and counts as failed."""
+        own failures and returns why it failed, or None; one that raises is logged and counts as failed. Returns
+        the failure when the write ran now, else None (a later one is the write's to tell)."""
         if self._queue is None or not self._trusted:
             await self.settled()  # in order: after what is queued
-            self._trusted = await self._attempt(write)
-            return
+            failure = await self._attempt(write)
+            self._trusted = failure is None
+            return failure
         done = anyio.Event()
         filed = (ALL, *keys)
         for key in filed:
@@ -78,29 +80,32 @@ class WriteBehind:
         try:
             await self._queue.send((write, done, filed))  # waits only when the queue is full
         except anyio.ClosedResourceError:  # the server began shutting down meanwhile
-            await self._run(write, done, filed)
+            return await self._run(write, done, filed)
         except BaseException:
             self._forget(done, filed)
             raise
+        return None
 
-    async def _run(self, write: Write, done: anyio.Event, filed: tuple[str, ...]) -> None:
+    async def _run(self, write: Write, done: anyio.Event, filed: tuple[str, ...]) -> str | None:
         try:
-            if not await self._attempt(write):
+            failure = await self._attempt(write)
+            if failure is not None:
                 self._trusted = False
+            return failure
         finally:
             self._forget(done, filed)
 
-    async def _attempt(self, write: Write) -> bool:
+    async def _attempt(self, write: Write) -> str | None:
         try:
             with anyio.CancelScope(deadline=min(anyio.current_time() + WRITE_BOUND_S, self._give_up_at)) as scope:
-                written = await write()
-            if scope.cancelled_caught:
-                logger.warning("a write was given up: the database did not answer in time")
-                return False
-            return written
-        except Exception:
+                failure = await write()
+        except Exception as exc:
             logger.exception("a write failed")
-            return False
+            return f"{type(exc).__name__}: {exc}"
+        if scope.cancelled_caught:
+            logger.warning("a write was given up: the database did not answer in time")
+            return "the database did not answer in time"
+        return failure
 
     def _forget(self, done: anyio.Event, filed: tuple[str, ...]) -> None:
         for key in filed:

@@ -231,24 +231,21 @@ class ConversationStore:
         Returns why they could not be saved when that is known now (the write ran inline), else None; a failure
         known later is logged and told to whoever next asks for the conversation (`unsaved`)."""
         self._unsaved.pop(conversation_id, None)
-        failed: list[str] = []
 
-        async def write() -> bool:
+        async def write() -> str | None:
             try:
                 for turn in turns:
                     await self.append(conversation_id, turn, owner)
-                return True
+                return None
             except Exception as exc:  # StoreError, or anything a broken database raises
                 why = str(exc) if isinstance(exc, StoreError) else type(exc).__name__
                 logger.warning("could not save a turn of conversation %s: %s", conversation_id, why)
                 self._unsaved[conversation_id] = why
                 while len(self._unsaved) > _UNSAVED_KEPT:
                     del self._unsaved[next(iter(self._unsaved))]
-                failed.append(why)
-                return False
+                return why
 
-        await self.db.behind.write((conversation_key(conversation_id),), write)
-        return failed[0] if failed else None
+        return await self.db.behind.write((conversation_key(conversation_id),), write)
 
     def unsaved(self, conversation_id: str) -> str | None:
         """Why this process could not save the conversation's latest turn, if it could not."""
