@@ -18,6 +18,7 @@ from ..files import FileRefused, read_files
 from ..providers.base import Completion, FileText, Turn
 from ..state import AppState
 from ..store import NewTurn, StoredFile, StoredTurn, StoreError, new_conversation_id
+from ..store.conversations import missing_conversation
 from .deadline import Deadline
 
 __all__ = ["CallContext", "ContextRefused", "prepare_context", "trim_history"]
@@ -97,15 +98,12 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
 
 
 def _no_conversation(conversation_id: str, unsaved: str | None) -> str:
-    if unsaved is not None:
-        return (
-            f"No conversation `{conversation_id}`: the answer that started it could not be saved ({unsaved}). "
-            "Omit conversation_id to start a new one, passing what the model needs to know in the prompt."
-        )
-    return (
-        f"No conversation `{conversation_id}` (it may have expired or been deleted). Call "
-        "list_conversations to see the conversations kept, or omit conversation_id to start a new one."
+    advice = (
+        "Omit conversation_id to start a new one, passing what the model needs to know in the prompt."
+        if unsaved is not None
+        else "Call list_conversations to see the conversations kept, or omit conversation_id to start a new one."
     )
+    return f"{missing_conversation(conversation_id, unsaved)} {advice}"
 
 
 @asynccontextmanager

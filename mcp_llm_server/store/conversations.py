@@ -105,6 +105,13 @@ APPEAR_WAIT_S = 1.0  # a first turn another process is still writing is waited f
 _APPEAR_POLL_S = 0.1
 
 
+def missing_conversation(conversation_id: str, unsaved: str | None) -> str:
+    """Why there is no such conversation, in one sentence (`unsaved`: why this process could not save it)."""
+    if unsaved is not None:
+        return f"No conversation `{conversation_id}`: the answer that started it could not be saved ({unsaved})."
+    return f"No conversation `{conversation_id}` (it may have expired or been deleted)."
+
+
 def conversation_key(conversation_id: str) -> str:
     """What a conversation's deferred writes are filed under (`WriteBehind`)."""
     return f"conversation:{conversation_id}"

@@ -20,6 +20,7 @@ from ..render import error_result, success_result
 from ..sdk_adapter import app_state, caller_identity
 from ..state import AppState
 from ..store import Conversation, ConversationSummary, StoreError
+from ..store.conversations import missing_conversation
 
 __all__ = ["CONVERSATION_URI", "register_conversation_tools"]
 
@@ -134,12 +135,8 @@ def _transcript(detail: ConversationDetail) -> str:
 
 
 def _not_found(conversation_id: str, unsaved: str | None = None) -> str:
-    if unsaved is not None:  # the answer went out, and saving its turn failed after it
-        return f"No conversation `{conversation_id}`: the answer that started it could not be saved ({unsaved})."
-    return (
-        f"No conversation `{conversation_id}` (it may have expired or been deleted). "
-        "Call list_conversations to see the conversations kept."
-    )
+    missing = missing_conversation(conversation_id, unsaved)
+    return missing if unsaved is not None else f"{missing} Call list_conversations to see the conversations kept."
 
 
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
