@@ -57,8 +57,8 @@ def _until(stdout: IO[bytes], answer_id: int) -> None:
     raise RuntimeError("the server closed its output")
 
 
-def server_first_answer(env: dict[str, str], idle_s: float) -> float:
-    """Seconds from spawn to the first answer, the idle time after tools/list left out."""
+def spawn_to_tools_list(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
+    """The server spawned and its tools listed: the process, and when it was spawned (`time.perf_counter`)."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "mcp_llm_server"],
@@ -71,6 +71,13 @@ def server_first_answer(env: dict[str, str], idle_s: float) -> float:
     process.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in _MESSAGES))
     process.stdin.flush()
     _until(process.stdout, 2)
+    return process, started
+
+
+def server_first_answer(env: dict[str, str], idle_s: float) -> float:
+    """Seconds from spawn to the first answer, the idle time after tools/list left out."""
+    process, started = spawn_to_tools_list(env)
+    assert process.stdin is not None and process.stdout is not None
     time.sleep(idle_s)
     process.stdin.write(json.dumps(_CALL).encode() + b"\n")
     process.stdin.flush()

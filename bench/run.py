@@ -6,7 +6,6 @@ baseline measured in the same run and the goal it is held to.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -31,14 +30,6 @@ from .remote_standin import RemoteStandIn as StandIn
 OPENAI_KEY = "sk-bench-openai-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-bench-key-0123456789"
 
-_INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
-}
-_INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the servers' stderr, for the life of the benchmark
 
 
@@ -80,24 +71,11 @@ def _server_env(standin: StandIn) -> dict[str, str]:
 
 
 def _spawn_to_tools_list(env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_llm_server"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in (_INIT, _INITIALIZED, _LIST)))
-    proc.stdin.flush()
-    elapsed = math.nan
-    for line in proc.stdout:
-        if json.loads(line).get("id") == 2:
-            elapsed = time.perf_counter() - started
-            break
-    proc.stdin.close()
-    proc.wait(10)
+    process, started = first_answer.spawn_to_tools_list(env)
+    elapsed = time.perf_counter() - started
+    assert process.stdin is not None
+    process.stdin.close()
+    process.wait(10)
     return elapsed
 
 
