@@ -93,6 +93,13 @@ async def client(make_settings: SettingsFactory) -> AsyncIterator[Client]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[StandIn]:
+    """One stand-in for a module's server subprocesses (they outlive single tests)."""
+    with StandIn() as standin:
+        yield standin
+
+
 def server_env(standin: StandIn, **extra: str) -> dict[str, str]:
     """Environment for a stdio subprocess of the server, pointing at the stand-in."""
     env = {

@@ -20,8 +20,25 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-__all__ = ["HttpServer", "bearer_client", "call", "free_port", "running_http_server", "start_http_server"]
+__all__ = [
+    "INITIALIZE",
+    "MCP_HEADERS",
+    "HttpServer",
+    "bearer_client",
+    "call",
+    "free_port",
+    "running_http_server",
+    "start_http_server",
+]
 
+# A client's first request and the headers Streamable HTTP wants, for raw HTTP requests in the tests.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 STARTUP_S = 30.0
 SHUTDOWN_S = 10.0
 

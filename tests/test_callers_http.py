@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from conftest import server_env
 from helpers import words
-from http_server import HttpServer, bearer_client, call, running_http_server
+from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, running_http_server
 from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
@@ -26,20 +26,7 @@ from mcp_llm_server.store.conversations import ConversationStore
 pytestmark = pytest.mark.anyio
 
 TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789abcdef", "ops": "ops-token-0123456789ab"}
-MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 DETACH_S = "3"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from conftest import server_env
 from helpers import words
-from http_server import HttpServer, bearer_client, call, running_http_server
+from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, running_http_server
 from oauth_issuer import LocalIssuer, new_key
 
 from mcp_llm_server._standin import Reply, StandIn
@@ -21,24 +21,11 @@ pytestmark = pytest.mark.anyio
 
 RESOURCE = "https://llm.example.test/mcp"  # the public URL a proxy would serve; tokens name it as their audience
 SCOPE = "mcp:tools"
-MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the issuer serves from an asyncio server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
 
 
 @pytest.fixture

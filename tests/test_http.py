@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from conftest import server_env, text_of
 from helpers import ProgressLog, run_server, words
-from http_server import HttpServer, child_env, free_port, running_http_server
+from http_server import INITIALIZE, MCP_HEADERS, HttpServer, child_env, free_port, running_http_server
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -21,23 +21,10 @@ from mcp_llm_server.settings import load_settings
 
 TOKEN = "test-token-0123456789abcdef"
 ALLOWED_HOST = "mcp.example.test"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 BODY_LIMIT = 64 * 1024  # MCP_LLM_MAX_MESSAGE_BYTES of the stateless server
 
 
 # --- servers (one of each kind for the module; the stand-in upstream is shared by them) -----------------
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
 
 
 @pytest.fixture(scope="module")

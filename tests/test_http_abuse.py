@@ -18,30 +18,20 @@ import anyio
 import httpx2
 import pytest
 from conftest import server_env
-from http_server import HttpServer, running_http_server
-from test_http import INITIALIZE
+from http_server import INITIALIZE, HttpServer, running_http_server
+from http_server import MCP_HEADERS as PLAIN_HEADERS
 from test_stdio import finished
 
 from mcp_llm_server._standin import Reply, StandIn
 
 TOKEN = "abuse-token-0123456789abcdef"
-MCP_HEADERS = {
-    "content-type": "application/json",
-    "accept": "application/json, text/event-stream",
-    "authorization": f"Bearer {TOKEN}",
-}
+MCP_HEADERS = {**PLAIN_HEADERS, "authorization": f"Bearer {TOKEN}"}
 SERVER_NOFILE = 256  # the server's file-descriptor limit in the slowloris test
 MAX_CONNECTIONS = 40
 HALF_OPEN = 300  # well above both: without a connection limit the server runs out of descriptors
 SHORT_S = 2.0  # header and body deadline, session idle expiry of the `strict` server
 MAX_SESSIONS = 4
 CUT_WITHIN_S = 20.0  # generous: the machine is shared
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
 
 
 def _low_nofile() -> None:
