@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from mcp.client.stdio import stdio_client
 
 from mcp_llm_server._standin import RateLimit, Reply
 
+from .concurrency import concurrent_calls
 from .remote_standin import RemoteStandIn as StandIn
 
 __all__ = ["Fanout", "RateLimited", "fanout", "fanout_on", "rate_limited"]
@@ -49,22 +49,6 @@ async def _server(env: dict[str, str], ceiling: int | None) -> AsyncIterator[Cli
         yield client
 
 
-async def _calls(client: Client, n: int) -> tuple[float, int]:
-    """Seconds for `n` concurrent ask_openai calls, and how many failed."""
-    failures = 0
-
-    async def one(i: int) -> None:
-        nonlocal failures
-        result = await client.call_tool("ask_openai", {"prompt": f"question {i}"})
-        failures += bool(result.is_error)
-
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for i in range(n):
-            tg.start_soon(one, i)
-    return time.perf_counter() - started, failures
-
-
 @dataclass
 class Fanout:
     seconds: float
@@ -76,7 +60,7 @@ async def fanout_on(client: Client, standin: StandIn) -> Fanout:
     """10 concurrent calls, each answered in 1 s, on a warm server."""
     standin.default_reply = Reply(text="ok", delay_s=FANOUT_DELAY_S)
     standin.reset_peak()
-    seconds, failures = await _calls(client, FANOUT_CALLS)
+    seconds, failures = await concurrent_calls(client, FANOUT_CALLS)
     return Fanout(seconds, standin.peak_open_requests, failures)
 
 
@@ -118,7 +102,7 @@ async def _rate_limited_once(standin: StandIn, env: dict[str, str], ceiling: int
         standin.clear()
         standin.reset_peak()
         try:
-            seconds, failures = await _calls(client, RATE_LIMITED_CALLS)
+            seconds, failures = await concurrent_calls(client, RATE_LIMITED_CALLS)
             spans, refused, peak = standin.served()
         finally:
             standin.set_rate_limit(None)

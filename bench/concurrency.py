@@ -77,6 +77,22 @@ def _client(transport: str, url: str, limit: int) -> AbstractAsyncContextManager
     return Client(StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm_server"], env=env))
 
 
+async def concurrent_calls(client: Client, n: int) -> tuple[float, int]:
+    """Seconds for `n` concurrent ask_openai calls, and how many failed."""
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        result = await client.call_tool("ask_openai", {"prompt": f"question {i}"})
+        failures += bool(result.is_error)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return time.perf_counter() - started, failures
+
+
 async def _one_run(transport: str, url: str, limit: int, calls: int, conn: Connection) -> tuple[float, int, int]:
     """Seconds for `calls` concurrent calls, the peak of open upstream requests, and the failures."""
     async with _client(transport, url, limit) as client:
@@ -85,18 +101,7 @@ async def _one_run(transport: str, url: str, limit: int, calls: int, conn: Conne
             raise RuntimeError(f"warm-up call failed: {warm.content}")
         conn.send("peak")
         conn.recv()  # resets the peak
-        failures = 0
-
-        async def one(i: int) -> None:
-            nonlocal failures
-            result = await client.call_tool("ask_openai", {"prompt": f"question {i}"})
-            failures += bool(result.is_error)
-
-        started = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for i in range(calls):
-                tg.start_soon(one, i)
-        elapsed = time.perf_counter() - started
+        elapsed, failures = await concurrent_calls(client, calls)
         conn.send("peak")
         peak, _ = conn.recv()
     return elapsed, peak, failures
