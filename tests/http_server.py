@@ -26,6 +26,7 @@ __all__ = [
     "HttpServer",
     "bearer_client",
     "call",
+    "finished",
     "free_port",
     "running_http_server",
     "start_http_server",
@@ -174,3 +175,13 @@ async def call(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[
     """A tool call's (is_error, structured content or {}, text)."""
     result = await client.call_tool(tool, arguments)
     return result.is_error, result.structured_content or {}, text_of(result)
+
+
+async def finished(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:
+    """The tool's final result, fetched with get_answer if it detached (a cold server's first call may)."""
+    failed, result, said = await call(client, tool, **arguments)
+    for _ in range(100):  # each get_answer waits up to the detach limit
+        if result.get("status") != "running":
+            break
+        failed, result, said = await call(client, "get_answer", answer_id=result["answer_id"])
+    return failed, result, said

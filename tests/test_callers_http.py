@@ -10,13 +10,12 @@ import json
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
 from conftest import server_env
 from helpers import words
-from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, running_http_server
+from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, finished, running_http_server
 from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
@@ -49,16 +48,6 @@ def server(upstream: StandIn, database_file: Path, tmp_path_factory: pytest.Temp
 
 def client_as(server: HttpServer, name: str) -> AbstractAsyncContextManager[Client]:
     return bearer_client(server.mcp_url, TOKENS[name])
-
-
-async def finished(client: Client, tool: str, **arguments: Any) -> tuple[bool, dict[str, Any], str]:
-    """The tool's final result, fetched with get_answer if it detached (a cold server's first call may)."""
-    failed, result, said = await call(client, tool, **arguments)
-    for _ in range(100):  # each get_answer waits up to the detach limit
-        if result.get("status") != "running":
-            break
-        failed, result, said = await call(client, "get_answer", answer_id=result["answer_id"])
-    return failed, result, said
 
 
 async def test_each_caller_sees_only_its_own_conversations(server: HttpServer, upstream: StandIn) -> None:

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from conftest import server_env
 from helpers import words
-from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, running_http_server
+from http_server import INITIALIZE, MCP_HEADERS, HttpServer, bearer_client, call, finished, running_http_server
 from oauth_issuer import LocalIssuer, new_key
 
 from mcp_llm_server._standin import Reply, StandIn
@@ -104,11 +104,7 @@ async def test_two_subjects_are_two_callers(server: HttpServer, issuer: LocalIss
     upstream.clear()
     alice, bob = issuer.mint(sub="alice-1", scope=SCOPE), issuer.mint(sub="bob-2", scope=SCOPE)
     async with bearer_client(server.mcp_url, alice) as client:
-        failed, asked, said = await call(client, "ask_openai", prompt="alice's plan")
-        for _ in range(100):  # a cold server's first call may detach
-            if asked.get("status") != "running":
-                break
-            failed, asked, said = await call(client, "get_answer", answer_id=asked["answer_id"])
+        failed, asked, said = await finished(client, "ask_openai", prompt="alice's plan")
         assert not failed and asked["conversation_id"], said
         mine = asked["conversation_id"]
         _, usage, _ = await call(client, "usage_report")
@@ -144,8 +140,5 @@ async def test_a_subjects_detached_answer_is_not_anothers(
             assert failed and "No answer has the id" in said
             failed, _, said = await call(other, "cancel_answer", answer_id=running["answer_id"])
             assert failed and "No answer has the id" in said
-        for _ in range(100):
-            _, done, _ = await call(client, "get_answer", answer_id=running["answer_id"])
-            if done["status"] != "running":
-                break
+        _, done, _ = await finished(client, "get_answer", answer_id=running["answer_id"])
         assert done["status"] == "complete"
