@@ -117,3 +117,41 @@ async def test_a_first_turn_another_process_is_still_writing_is_waited_for(tmp_p
         await b.db.aclose()
     assert found is not None and found.summary.turn_count == 1
     assert missing is None and APPEAR_WAIT_S <= waited < APPEAR_WAIT_S + 5
+
+
+async def test_a_hung_database_holds_shutdown_only_for_the_drain_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the database never answers: leaving `running()` gives what is queued SHUTDOWN_DRAIN_S in all."""
+    from mcp_llm_server.store import behind as module
+
+    monkeypatch.setattr(module, "SHUTDOWN_DRAIN_S", 0.3)
+    behind, done = WriteBehind(), list[str]()
+    started = anyio.current_time()
+    async with behind.running():
+        await behind.write((), recorder(done, "proves"))
+        await behind.write((), recorder(done, "hangs", pause_s=3600))
+        await behind.write((), recorder(done, "after it", pause_s=3600))
+    assert anyio.current_time() - started < 10  # not an hour
+    assert done == ["proves"] and behind.pending() == 0
+
+
+async def test_a_full_queue_holds_the_writer_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond _QUEUED_MAX pending writes a new one waits for room: memory stays bounded when the database lags."""
+    from mcp_llm_server.store import behind as module
+
+    monkeypatch.setattr(module, "_QUEUED_MAX", 1)
+    behind, done, gate = WriteBehind(), list[str](), anyio.Event()
+
+    async def slow() -> str | None:
+        await gate.wait()
+        done.append("slow")
+        return None
+
+    async with behind.running():
+        await behind.write((), recorder(done, "proves"))
+        await behind.write((), slow)  # taken by the drain, waiting on the gate
+        await behind.write((), recorder(done, "queued"))  # fills the queue
+        with anyio.move_on_after(0.5) as held:
+            await behind.write((), recorder(done, "waits for room"))
+        assert held.cancelled_caught  # the writer was held back, not queued past the bound
+        gate.set()
+    assert done == ["proves", "slow", "queued"]

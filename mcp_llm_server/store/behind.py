@@ -43,6 +43,7 @@ class WriteBehind:
         self._pending: dict[str, set[anyio.Event]] = {}
         self._trusted = False  # a write succeeded, and none deferred has failed since
         self._give_up_at = math.inf  # set at shutdown: what is still queued then gets SHUTDOWN_DRAIN_S in all
+        self._running: set[anyio.CancelScope] = set()  # the writes under way, whose bound shutdown shortens
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -56,6 +57,8 @@ class WriteBehind:
             finally:
                 self._queue = None
                 self._give_up_at = anyio.current_time() + SHUTDOWN_DRAIN_S
+                for scope in self._running:  # a write under way gets no more than the rest
+                    scope.deadline = min(scope.deadline, self._give_up_at)
                 send.close()  # the drain ends once it has written what is queued
 
     async def _drain(self, receive: MemoryObjectReceiveStream[tuple[Write, anyio.Event, tuple[str, ...]]]) -> None:
@@ -98,7 +101,11 @@ class WriteBehind:
     async def _attempt(self, write: Write) -> str | None:
         try:
             with anyio.CancelScope(deadline=min(anyio.current_time() + WRITE_BOUND_S, self._give_up_at)) as scope:
-                failure = await write()
+                self._running.add(scope)
+                try:
+                    failure = await write()
+                finally:
+                    self._running.discard(scope)
         except Exception as exc:
             logger.exception("a write failed")
             return f"{type(exc).__name__}: {exc}"
