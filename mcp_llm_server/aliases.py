@@ -2,12 +2,14 @@
 
 The setting is either comma-separated `name=provider:model` pairs or a JSON object of the same::
 
-    MCP_LLM_MODEL_ALIASES='fast=openai:gpt-5.5-mini,smart=anthropic:claude-opus-5'
-    MCP_LLM_MODEL_ALIASES='{"fast": "openai:gpt-5.5-mini", "smart": "anthropic:claude-opus-5"}'
+    MCP_LLM_MODEL_ALIASES='fast=openai:gpt-5.5-mini,smart=anthropic:claude-opus-5|openai:gpt-5.5|ollama:qwen3'
+    MCP_LLM_MODEL_ALIASES='{"fast": "openai:gpt-5.5-mini", "smart": "anthropic:claude-opus-5|openai:gpt-5.5"}'
 
-Names are case-insensitive (stored lower-case); only the first colon of a value separates provider and model,
-so `local=openai:llama3.2:3b` works. An alias wins over a model of the same name. Pure Python: the settings
-module uses it before anything heavy is imported.
+An alias naming several targets, separated by `|`, is a failover list: asked in order, the next one when a target
+cannot answer (`failover.py`). Names are case-insensitive (stored lower-case); only the first colon of a target
+separates provider and model, so `local=ollama:llama3.2:3b` works. The provider may be a built-in one or a name from
+`MCP_LLM_PROVIDERS` (settings check that it exists). An alias wins over a model of the same name. Pure Python: the
+settings module uses it before anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -15,28 +17,30 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 __all__ = [
     "ALIAS_VARIABLE",
+    "MAX_FAILOVER_TARGETS",
     "PROVIDER_NAMES",
     "AliasMismatch",
     "ModelRef",
+    "alias_providers",
     "model_for",
     "parse_aliases",
     "resolve_alias",
 ]
 
 ALIAS_VARIABLE = "MCP_LLM_MODEL_ALIASES"
-Provider = Literal["openai", "anthropic"]
-PROVIDER_NAMES: dict[str, Provider] = {"openai": "openai", "anthropic": "anthropic", "claude": "anthropic"}
+MAX_FAILOVER_TARGETS = 8
+# The built-in providers' spellings; named providers are their own canonical names.
+PROVIDER_NAMES: dict[str, str] = {"openai": "openai", "anthropic": "anthropic", "claude": "anthropic"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_TOOLS: dict[Provider, str] = {"openai": "ask_openai", "anthropic": "ask_claude"}
+_TOOLS: dict[str, str] = {"openai": "ask_openai", "anthropic": "ask_claude"}
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    provider: Provider
+    provider: str
     model: str
 
     def __str__(self) -> str:
@@ -82,46 +86,65 @@ def parse_aliases(value: object) -> dict[str, str]:
             raise ValueError(f"alias `{key}` is given twice")
         if not isinstance(target, str):
             raise ValueError(f"alias `{key}` must map to a `provider:model` string")
-        provider_name, colon, model = target.strip().partition(":")
-        provider = PROVIDER_NAMES.get(provider_name.strip().lower())
-        if provider is None or not colon or not model.strip():
-            raise ValueError(f"alias `{key}` must map to `provider:model` (provider openai or anthropic)")
-        aliases[key] = f"{provider}:{model.strip()}"
+        parts = [part.strip() for part in target.split("|")]
+        if len(parts) > MAX_FAILOVER_TARGETS:
+            raise ValueError(f"alias `{key}` names more than {MAX_FAILOVER_TARGETS} targets")
+        aliases[key] = "|".join(str(_target(key, part)) for part in parts)
     return aliases
 
 
-def resolve_alias(aliases: dict[str, str], name: str) -> ModelRef | None:
-    """The model an alias stands for, or None when `name` is no alias."""
+def _target(alias: str, target: str) -> ModelRef:
+    provider_name, colon, model = target.partition(":")
+    provider = provider_name.strip().lower()
+    if not _NAME.fullmatch(provider) or not colon or not model.strip():
+        raise ValueError(f"alias `{alias}` must map to `provider:model` (or several, separated by `|`)")
+    return ModelRef(PROVIDER_NAMES.get(provider, provider), model.strip())
+
+
+def alias_providers(aliases: dict[str, str]) -> set[str]:
+    """Every provider the aliases name (settings check each exists)."""
+    return {ref.provider for name in aliases for ref in resolve_alias(aliases, name) or ()}
+
+
+def resolve_alias(aliases: dict[str, str], name: str) -> tuple[ModelRef, ...] | None:
+    """The models an alias stands for, in failover order (usually one), or None when `name` is no alias."""
     target = aliases.get(name.strip().lower())
     if target is None:
         return None
-    provider, _, model = target.partition(":")
-    return ModelRef(PROVIDER_NAMES[provider], model)
+    refs = []
+    for part in target.split("|"):
+        provider, _, model = part.partition(":")
+        refs.append(ModelRef(provider, model))
+    return tuple(refs)
 
 
 class AliasMismatch(Exception):
-    """An alias names another provider's model than the tool (or target) it was given to."""
+    """An alias names another provider's model than the tool (or target) it was given to, or several models."""
 
-    def __init__(self, alias: str, ref: ModelRef, wanted: Provider) -> None:
+    def __init__(self, alias: str, refs: tuple[ModelRef, ...], wanted: str) -> None:
         self.alias = alias
-        self.ref = ref
+        if len(refs) > 1:
+            what = f"a failover list ({' then '.join(map(str, refs))})"
+        else:
+            what = f"{refs[0]}, a model of {refs[0].provider}, not {wanted}"
+        tool = _TOOLS.get(refs[0].provider) if len(refs) == 1 else None
+        use = f"ask it with {tool}, with `ask`," if tool else "ask it with `ask` (model `" + alias + "`)"
         super().__init__(
-            f"`{alias}` is an alias ({ALIAS_VARIABLE}) for {ref}, a model of {ref.provider}, not {wanted}: "
-            f"ask it with {_TOOLS[ref.provider]}, or in ask_many as the target `{alias}`. "
+            f"`{alias}` is an alias ({ALIAS_VARIABLE}) for {what}: {use} or in ask_many as the target `{alias}`. "
             "`list_models` shows every alias."
         )
 
 
-def model_for(aliases: dict[str, str], provider: Provider, model: str | None, default: str) -> str:
+def model_for(aliases: dict[str, str], provider: str, model: str | None, default: str) -> str:
     """The concrete model a tool of `provider` asks: the default, the alias's model, or `model` as given.
 
-    Raises `AliasMismatch` when `model` is an alias for another provider's model.
+    Raises `AliasMismatch` when `model` is an alias for another provider's model, or for several models.
     """
     if model is None:
         return default
-    ref = resolve_alias(aliases, model)
-    if ref is None:
+    refs = resolve_alias(aliases, model)
+    if refs is None:
         return model
-    if ref.provider != provider:
-        raise AliasMismatch(model, ref, provider)
-    return ref.model
+    if len(refs) > 1 or refs[0].provider != provider:
+        raise AliasMismatch(model, refs, provider)
+    return refs[0].model

@@ -9,6 +9,7 @@ output tokens and priced as output.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -64,9 +65,10 @@ def nanos_to_usd(nanos: int) -> float:
     return round(nanos / NANOS_PER_USD, 9)
 
 
-def priced_input_tokens(provider: str, input_tokens: int | None, cached_input_tokens: int | None) -> int:
-    """All the input tokens of an answer, cached ones included (see the module docstring for each API's convention)."""
-    return (input_tokens or 0) + ((cached_input_tokens or 0) if provider == "anthropic" else 0)
+def priced_input_tokens(input_tokens: int | None, cached_input_tokens: int | None, *, cache_apart: bool) -> int:
+    """All the input tokens of an answer, cached ones included (see the module docstring for each API's convention:
+    `cache_apart` for the Messages API, whose input count leaves the cached tokens out)."""
+    return (input_tokens or 0) + ((cached_input_tokens or 0) if cache_apart else 0)
 
 
 def estimate_input_tokens(request: LLMRequest) -> int:
@@ -84,9 +86,16 @@ _RATES_KEPT = 1024
 class Pricing:
     """Prices calls; overrides (keyed `model` or `provider:model`) win over the price table."""
 
-    def __init__(self, overrides: dict[str, ModelPrice], unknown: ModelPrice | None = None) -> None:
+    def __init__(
+        self,
+        overrides: dict[str, ModelPrice],
+        unknown: ModelPrice | None = None,
+        *,
+        cache_apart: Collection[str] = ("anthropic",),
+    ) -> None:
         self._overrides = overrides
         self._unknown = unknown
+        self._cache_apart = frozenset(cache_apart)  # providers speaking the Messages API
         self._rates: dict[tuple[str, str], Rates | None] = {}  # the price table does not change while running
 
     def _override(self, provider: str, model: str) -> ModelPrice | None:
@@ -103,7 +112,7 @@ class Pricing:
     ) -> Cost:
         """The cost of one answer (`input_tokens` as the provider reported them: see the module docstring)."""
         cached = cached_input_tokens or 0
-        total_input = priced_input_tokens(provider, input_tokens, cached_input_tokens)
+        total_input = self.total_input(provider, input_tokens, cached_input_tokens)
         output = output_tokens or 0
         override = self._override(provider, model)
         if override is not None:
@@ -151,6 +160,10 @@ class Pricing:
                 return None
             return Rates(self._unknown.input_per_mtok, self._unknown.output_per_mtok)
         return Rates(per_input.usd, per_output.usd)
+
+    def total_input(self, provider: str, input_tokens: int | None, cached_input_tokens: int | None) -> int:
+        """All the input tokens of an answer from `provider`, cached ones included."""
+        return priced_input_tokens(input_tokens, cached_input_tokens, cache_apart=provider in self._cache_apart)
 
     def budget_nanos(self, provider: str, model: str, cost: Cost, output_tokens: int | None, input_tokens: int) -> int:
         """What a call counts against the budgets: its cost, or at MCP_LLM_UNKNOWN_MODEL_PRICE (else 0)."""

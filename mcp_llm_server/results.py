@@ -52,6 +52,12 @@ class DetachFields(BaseModel):
     next_step: str | None = Field(default=None, description="What to do next (running results).")
 
 
+class SkippedTarget(BaseModel):
+    target: str = Field(description="`provider:model` of a failover target that could not answer.")
+    kind: str = Field(description="Why, for programs: not_configured, connection, rate_limited, not_found...")
+    reason: str
+
+
 class AskResult(DetachFields):
     text: str = Field(description="The model's answer.")
     truncated: bool = Field(default=False, description="Whether `text` was cut to the server's output cap.")
@@ -59,7 +65,7 @@ class AskResult(DetachFields):
     truncation_note: str | None = Field(
         default=None, description="How much was cut, and where to read the whole answer (null when nothing was)."
     )
-    provider: str = Field(description="`openai` or `anthropic`.")
+    provider: str = Field(description="The provider that answered: `openai`, `anthropic` or a named one.")
     model: str = Field(description="The model that answered, as the provider named it.")
     stop_reason: str | None = Field(
         description="Why the answer ended: end, max_tokens, stop_sequence, content_filter, refusal "
@@ -87,6 +93,9 @@ class AskResult(DetachFields):
         default=None,
         description="What went wrong around a complete answer (it could not be saved, its cost could not be "
         "recorded); null when nothing did.",
+    )
+    skipped: list[SkippedTarget] | None = Field(
+        default=None, description="Failover targets tried before the one that answered; null when none was."
     )
 
 
@@ -127,6 +136,9 @@ class TargetAnswer(BaseModel):
     attempts: int = Field(description="Upstream requests made for this target (0 if none was made).")
     request_id: str | None = Field(description="The provider's request id, for support tickets.")
     error: TargetError | None = Field(description="Why this target failed; null when it answered.")
+    skipped: list[SkippedTarget] | None = Field(
+        default=None, description="Failover targets tried before the one that answered; null when none was."
+    )
 
 
 class AskManyResult(DetachFields):

@@ -37,14 +37,15 @@ __all__ = ["INSTRUCTIONS", "build_server"]
 logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
-Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compatible server) and
-`ask_claude` (Anthropic). Each takes a self-contained `prompt` (the other model sees nothing of this
+Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compatible server),
+`ask_claude` (Anthropic), and `ask` (any provider this server has, `model` = `provider:model`, a provider or an
+alias; an alias may name several models tried in order until one answers). Each takes a self-contained `prompt` (the other model sees nothing of this
 conversation), optional `system`, `model`, `max_tokens` and `timeout_s`, and returns the answer with the
 model used, token usage, latency and the upstream request id. Answers stream as progress notifications.
 Transient upstream failures are retried; other failures come back as errors that say what to do.
 `extract_json` turns free text into a JSON value that validates against a JSON Schema you give (native
 structured output, always validated, invalid answers sent back with the errors for another try).
-`ask_many` sends one prompt to several models at once (`targets` such as `openai`, `anthropic:claude-x`;
+`ask_many` sends one prompt to several models at once (`targets` such as `openai`, `ollama:qwen3`;
 default: every configured provider) and returns the answers side by side; `list_models` shows each provider's
 models, default model and the aliases `model` accepts (`fast`...). Answers over a size cap come back truncated.
 Every ask result carries a `conversation_id`: pass it back to continue that conversation (its earlier turns are

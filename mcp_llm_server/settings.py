@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .aliases import parse_aliases
+from .aliases import PROVIDER_NAMES, alias_providers, parse_aliases
 from .caller_budgets import CallerBudgets, parse_caller_budgets
 from .callers import TOKEN_PREFIX
 from .named_tokens import parse_named_tokens
 from .pricing import ModelPrice
+from .providers_config import ProviderSpec, parse_providers
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     openai_model: str = Field(default="gpt-5.5", min_length=1)
     anthropic_model: str = Field(default="claude-sonnet-5-5", min_length=1)
     max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+    # Named providers beside the two built in: `{"name": {"base_url", "api", "api_key_env"?, ...}}`.
+    providers: Annotated[dict[str, ProviderSpec], NoDecode] = Field(default_factory=dict)
 
     # Model catalogue and the surface hosts see.
     model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # name -> `provider:model`
@@ -91,7 +94,7 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=400_000, ge=1, le=50_000_000)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
-    extract_provider: Literal["openai", "anthropic"] = "openai"
+    extract_provider: str = "openai"  # a built-in or named provider
     extract_max_schema_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
     extract_max_schema_depth: int = Field(default=32, ge=2, le=1000)
 
@@ -164,6 +167,16 @@ class Settings(BaseSettings):
     @classmethod
     def _aliases(cls, value: object) -> object:
         return parse_aliases(value)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, value: object) -> object:
+        return parse_providers(value)
+
+    @field_validator("extract_provider", mode="before")
+    @classmethod
+    def _canonical_provider(cls, value: object) -> object:
+        return PROVIDER_NAMES.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -277,6 +290,26 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _providers_named_exist(self) -> Settings:
+        """Aliases and the extract provider name providers that exist; no alias hides a provider's name."""
+        known = {"openai", "anthropic", *self.providers}
+        unknown = sorted(alias_providers(self.model_aliases) - known)
+        if unknown:
+            raise ValueError(
+                f"MCP_LLM_MODEL_ALIASES: the provider `{unknown[0]}` is neither built in (openai, "
+                "anthropic) nor named in MCP_LLM_PROVIDERS"
+            )
+        clash = sorted(set(self.model_aliases) & set(self.providers))
+        if clash:
+            raise ValueError(f"MCP_LLM_MODEL_ALIASES: the alias `{clash[0]}` is the name of a provider")
+        if self.extract_provider not in known:
+            raise ValueError(
+                f"MCP_LLM_EXTRACT_PROVIDER: `{self.extract_provider}` is neither openai, anthropic nor a name in "
+                "MCP_LLM_PROVIDERS"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _caller_budgets_name_known_tokens(self) -> Settings:
         """A cap for `token:<name>` with no such named token would apply to nobody: a typo, refused at start."""
         if self.http_tokens:
@@ -301,6 +334,7 @@ class Settings(BaseSettings):
         """The configured secret values, for redaction."""
         keys = (self.openai_api_key, self.anthropic_api_key, self.http_token, *self.http_tokens.values())
         found = [s.get_secret_value() for s in keys if s is not None]
+        found += [spec.api_key for spec in self.providers.values() if spec.api_key]
         if self.database_url:  # a PostgreSQL URL may carry a password
             password = urlsplit(self.database_url).password
             if password:

@@ -24,6 +24,7 @@ from .pricing import Pricing
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
+from .providers_config import PROVIDERS_VARIABLE, ApiStyle, ProviderSpec
 from .redact import Redactor
 from .sdk_warmup import WarmApi, warm_sdks
 from .settings import Settings
@@ -38,9 +39,10 @@ __all__ = ["AppState", "ProviderSlot", "app_lifespan", "build_state"]
 
 logger = logging.getLogger(__name__)
 
-# Local OpenAI-compatible servers (Ollama, vLLM...) ignore the key, but the SDK insists on a non-empty one.
+# Local servers (Ollama, vLLM...) ignore the key, but the SDKs insist on a non-empty one.
 _PLACEHOLDER_KEY = "not-needed"
 _WARMUP_DELAY_S = 1.0
+DEFAULT_NAMED_CEILING = 64
 
 
 @dataclass
@@ -50,9 +52,14 @@ class ProviderSlot:
     id: ProviderId
     label: str
     adapter: Provider | None
-    default_model: str
+    default_model: str | None  # None: a named provider without one (every call names its model)
     limiter: AdaptiveLimiter
     missing_variable: str
+    api: ApiStyle
+    base_url: str | None = None  # None: the provider's own
+    key_set: bool = False
+    concurrency_variable: str = ""
+    tool: str = "ask"  # the single-model tool that asks it by default
 
     def require(self) -> Provider:
         if self.adapter is None:
@@ -99,66 +106,121 @@ def _limiter(settings: Settings, initial: int | None, ceiling: int) -> AdaptiveL
     return AdaptiveLimiter(initial=start, ceiling=ceiling, max_hold_s=settings.retry_after_max_s)
 
 
+def _adapter(slot: ProviderSlot, key: str | None, settings: Settings) -> tuple[Provider, LazyClient[Any]]:
+    """The adapter speaking `slot.api` to `slot.base_url`, on a shared client built on first use."""
+    redactor = Redactor(settings.secrets())
+    if slot.api == "messages":
+
+        def build_anthropic() -> AsyncAnthropic:
+            from anthropic import AsyncAnthropic
+
+            http = _http_client(settings, slot.label)
+            return AsyncAnthropic(
+                api_key=key or _PLACEHOLDER_KEY, base_url=slot.base_url, max_retries=0, http_client=http
+            )
+
+        anthropic_client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build_anthropic)
+        return AnthropicMessages(anthropic_client, slot.label, redactor=redactor, provider_id=slot.id), anthropic_client
+
+    def build_openai() -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        http = _http_client(settings, slot.label)
+        return AsyncOpenAI(api_key=key or _PLACEHOLDER_KEY, base_url=slot.base_url, max_retries=0, http_client=http)
+
+    client: LazyClient[AsyncOpenAI] = LazyClient("openai", build_openai)
+    kind = OpenAIChat if slot.api == "chat" else OpenAIResponses
+    return kind(client, slot.label, redactor=redactor, provider_id=slot.id), client
+
+
+def _configured(
+    slot: ProviderSlot, key: str | None, usable: bool, settings: Settings
+) -> tuple[ProviderSlot, LazyClient[Any] | None]:
+    if not usable:
+        return slot, None
+    slot.adapter, client = _adapter(slot, key, settings)
+    return slot, client
+
+
 def _openai_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     limiter = _limiter(settings, settings.openai_initial_concurrency, settings.openai_concurrency)
-    if key is None and _is_openai_host(settings.openai_base_url):
-        return ProviderSlot("openai", "OpenAI", None, settings.openai_model, limiter, "OPENAI_API_KEY"), None
-
-    def build() -> AsyncOpenAI:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(
-            api_key=key or _PLACEHOLDER_KEY,
-            base_url=settings.openai_base_url,
-            max_retries=0,
-            http_client=_http_client(settings, "OpenAI"),
-        )
-
-    client: LazyClient[AsyncOpenAI] = LazyClient("openai", build)
-    redactor = Redactor(settings.secrets())
-    adapter = (OpenAIChat if settings.openai_api == "chat" else OpenAIResponses)(client, redactor=redactor)
-    return ProviderSlot("openai", "OpenAI", adapter, settings.openai_model, limiter, "OPENAI_API_KEY"), client
+    slot = ProviderSlot(
+        "openai",
+        "OpenAI",
+        None,
+        settings.openai_model,
+        limiter,
+        "OPENAI_API_KEY",
+        api=settings.openai_api,
+        base_url=settings.openai_base_url,
+        key_set=key is not None,
+        concurrency_variable="MCP_LLM_OPENAI_CONCURRENCY",
+        tool="ask_openai",
+    )
+    return _configured(slot, key, key is not None or not _is_openai_host(settings.openai_base_url), settings)
 
 
 def _anthropic_slot(settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     limiter = _limiter(settings, settings.anthropic_initial_concurrency, settings.anthropic_concurrency)
-    if key is None:
-        slot = ProviderSlot("anthropic", "Anthropic", None, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
-        return slot, None
+    slot = ProviderSlot(
+        "anthropic",
+        "Anthropic",
+        None,
+        settings.anthropic_model,
+        limiter,
+        "ANTHROPIC_API_KEY",
+        api="messages",
+        base_url=settings.anthropic_base_url,
+        key_set=key is not None,
+        concurrency_variable="MCP_LLM_ANTHROPIC_CONCURRENCY",
+        tool="ask_claude",
+    )
+    return _configured(slot, key, key is not None, settings)
 
-    def build() -> AsyncAnthropic:
-        from anthropic import AsyncAnthropic
 
-        return AsyncAnthropic(
-            api_key=key,
-            base_url=settings.anthropic_base_url,
-            max_retries=0,
-            http_client=_http_client(settings, "Anthropic"),
-        )
+def _named_slot(spec: ProviderSpec, settings: Settings) -> tuple[ProviderSlot, LazyClient[Any] | None]:
+    slot = ProviderSlot(
+        spec.name,
+        spec.name,
+        None,
+        spec.default_model,
+        _limiter(settings, None, spec.concurrency or DEFAULT_NAMED_CEILING),
+        spec.api_key_env or "",
+        api=spec.api,
+        base_url=spec.base_url,
+        key_set=spec.api_key is not None,
+        concurrency_variable=f'{PROVIDERS_VARIABLE}["{spec.name}"].concurrency',
+    )
+    return _configured(slot, spec.api_key, spec.configured, settings)
 
-    client: LazyClient[AsyncAnthropic] = LazyClient("anthropic", build)
-    adapter = AnthropicMessages(client, redactor=Redactor(settings.secrets()))
-    slot = ProviderSlot("anthropic", "Anthropic", adapter, settings.anthropic_model, limiter, "ANTHROPIC_API_KEY")
-    return slot, client
+
+def _slots(settings: Settings) -> tuple[dict[ProviderId, ProviderSlot], list[LazyClient[Any]]]:
+    built = [_openai_slot(settings), _anthropic_slot(settings)]
+    built += [_named_slot(spec, settings) for spec in settings.providers.values()]
+    slots = {slot.id: slot for slot, _ in built}
+    return slots, [client for _, client in built if client is not None]
 
 
 def build_state(settings: Settings, *, clock: Callable[[], float] = time.time) -> AppState:
-    openai_slot, openai_client = _openai_slot(settings)
-    anthropic_slot, anthropic_client = _anthropic_slot(settings)
+    slots, clients = _slots(settings)
     conversations = _conversation_store(settings)
     answers = AnswerStore(conversations.db, max_age_s=conversations.max_age_s)  # real time: heartbeats
     return AppState(
         settings=settings,
-        slots={"openai": openai_slot, "anthropic": anthropic_slot},
-        clients=[c for c in (openai_client, anthropic_client) if c is not None],
+        slots=slots,
+        clients=clients,
         # A listing is one short response: bounded like the wait for a stream's first bytes.
         models=ModelCache(ttl_s=settings.models_ttl_s, timeout_s=settings.stall_timeout_s),
         redact=Redactor(settings.secrets()),
         conversations=conversations,
         file_limits=_file_limits(settings),
-        pricing=Pricing(settings.model_prices, settings.unknown_model_price),
+        pricing=Pricing(
+            settings.model_prices,
+            settings.unknown_model_price,
+            cache_apart={slot.id for slot in slots.values() if slot.api == "messages"},
+        ),
         spend=SpendStore(conversations.db, clock=clock),
         detacher=Detacher(answers, detach_after_s=settings.detach_after_s, max_detached=settings.max_detached),
     )
@@ -210,15 +272,12 @@ async def app_lifespan(settings: Settings, *, clock: Callable[[], float] = time.
     """Shared clients for the server's life; closed (their HTTP pools included) at shutdown."""
     state = build_state(settings)
     state.spend.clock = clock
-    apis: list[WarmApi] = []
-    if state.slots["openai"].adapter is not None:
-        apis.append(settings.openai_api)
-    if state.slots["anthropic"].adapter is not None:
-        apis.append("messages")
+    configured = [slot for slot in state.slots.values() if slot.adapter is not None]
+    apis: list[WarmApi] = sorted({slot.api for slot in configured})
     if apis:
         # A daemon thread, not a task: the warm-up must not hold up shutdown, and it starts only after the
         # host has had time to list the tools (start-up speed is measured to that answer).
-        models = [(slot.id, slot.default_model) for slot in state.slots.values() if slot.adapter is not None]
+        models = [(slot.id, slot.default_model) for slot in configured if slot.default_model is not None]
         timer = threading.Timer(_WARMUP_DELAY_S, _warm_up, args=(apis, models))
         timer.daemon = True
         timer.start()

@@ -181,7 +181,7 @@ def test_alias_setting_forms() -> None:
     ("value", "why"),
     [
         ("fast=gpt-x", "must map to `provider:model`"),
-        ("fast=gemini:pro", "must map to `provider:model`"),
+        ("fast=gemini:pro", "the provider `gemini` is neither built in"),
         ("sk-secret-pasted-here", "entry 1 is not `name=provider:model`"),
         ("openai=openai:gpt-x", "is a provider name"),
         ('{"fast": 3}', "must map to a `provider:model` string"),

@@ -32,6 +32,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .metering import Meter, Metered, refusal_details, shared_refusal
 from .policy import CallLimits, budget_caps, call_limits
 from .run import Consumed, run_call
+from .targets import TargetInvalid, default_model
 
 __all__ = ["CallRefused", "ModelCall", "deadline_refusal", "model_call", "refusal_result"]
 
@@ -88,9 +89,13 @@ class ModelCall:
     def model(self, provider_id: ProviderId, model: str | None) -> str:
         slot = self.state.slots[provider_id]
         try:
-            return model_for(self.settings.model_aliases, provider_id, model, slot.default_model)
+            if model is None:
+                return default_model(slot)
+            return model_for(self.settings.model_aliases, provider_id, model, model)
         except AliasMismatch as exc:
             raise CallRefused("alias_mismatch", str(exc)) from None
+        except TargetInvalid as exc:
+            raise CallRefused("invalid_target", str(exc)) from None
 
     def check_prompt_size(self, chars: int, what: str = "The prompt") -> None:
         limit = self.settings.max_prompt_chars

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from ..pricing import NANOS_PER_USD, Cost, Pricing, estimate_input_tokens, priced_input_tokens
+from ..pricing import NANOS_PER_USD, Cost, Pricing, estimate_input_tokens
 from ..providers.base import Completion, LLMRequest, ProviderId, Usage
 from ..store import BudgetCap, BudgetExceeded, LedgerEntry, Reservation, SpendStore, StoreError
 from .policy import worst_case_nanos
@@ -100,7 +100,7 @@ class Meter:
             completion.model,
             cost,
             usage.output_tokens,
-            priced_input_tokens(provider_id, usage.input_tokens, usage.cached_input_tokens),
+            self.pricing.total_input(provider_id, usage.input_tokens, usage.cached_input_tokens),
         )
         with anyio.CancelScope(shield=True):
             failure = await self._settle(reservation, actual, self._entry(provider_id, completion, cost))

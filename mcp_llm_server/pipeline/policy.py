@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from ..pricing import NANOS_PER_USD, Pricing, estimate_input_tokens
 from ..providers.base import LLMRequest, ProviderId, output_allowance
+from ..providers_config import PROVIDERS_VARIABLE
 from ..resilience import RetryPolicy
 from ..settings import Settings
 from ..store import CALLER_SCOPE_PREFIX, BudgetCap
@@ -72,12 +73,21 @@ def budget_caps(settings: Settings, provider_id: ProviderId, caller: str) -> lis
     caps = []
     for scope in ("global", provider_id):
         for period in ("day", "month"):
-            variable = _BUDGET_VARIABLES[(scope, period)]
-            field = variable.removeprefix("MCP_LLM_").lower()
-            usd: float | None = getattr(settings, field)
+            usd, variable = _budget(settings, scope, period)
             if usd is not None:
                 caps.append(BudgetCap(scope, period, round(usd * NANOS_PER_USD), variable))
     return caps + caller_caps(settings, caller)
+
+
+def _budget(settings: Settings, scope: str, period: str) -> tuple[float | None, str]:
+    """A shared cap in USD (None: no cap) and the variable that sets it."""
+    spec = settings.providers.get(scope)
+    if spec is not None:
+        field = "budget_daily_usd" if period == "day" else "budget_monthly_usd"
+        return getattr(spec, field), f'{PROVIDERS_VARIABLE}["{scope}"].{field}'
+    variable = _BUDGET_VARIABLES[(scope, period)]
+    usd: float | None = getattr(settings, variable.removeprefix("MCP_LLM_").lower())
+    return usd, variable
 
 
 def caller_caps(settings: Settings, caller: str) -> list[BudgetCap]:

@@ -83,11 +83,15 @@ def _messages_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 class AnthropicMessages:
     """`POST /v1/messages` with `stream: true`."""
 
-    id: ProviderId = "anthropic"
-
     def __init__(
-        self, client: LazyClient[AsyncAnthropic], label: str = LABEL, *, redactor: Redactor | None = None
+        self,
+        client: LazyClient[AsyncAnthropic],
+        label: str = LABEL,
+        *,
+        redactor: Redactor | None = None,
+        provider_id: ProviderId = "anthropic",
     ) -> None:
+        self.id = provider_id
         self._client = client
         self.label = label
         self._redactor = redactor or Redactor()  # upstream error texts may echo a key

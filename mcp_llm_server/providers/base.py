@@ -31,7 +31,8 @@ __all__ = [
     "stall_guard",
 ]
 
-ProviderId = Literal["openai", "anthropic"]
+# `openai`, `anthropic`, or a name from MCP_LLM_PROVIDERS (`providers_config.py`).
+ProviderId = str
 ReasoningEffort = Literal["low", "medium", "high"]
 
 # Tokens of reasoning allowed per effort, on top of the answer's `max_tokens` (Anthropic's `budget_tokens`, at least

@@ -64,11 +64,15 @@ def _body_message(body: object) -> str:
 
 
 class _OpenAIBase:
-    id: ProviderId = "openai"
-
     def __init__(
-        self, client: LazyClient[AsyncOpenAI], label: str = LABEL, *, redactor: Redactor | None = None
+        self,
+        client: LazyClient[AsyncOpenAI],
+        label: str = LABEL,
+        *,
+        redactor: Redactor | None = None,
+        provider_id: ProviderId = "openai",
     ) -> None:
+        self.id = provider_id
         self._client = client
         self.label = label
         self._redactor = redactor or Redactor()  # upstream error texts may echo a key

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -11,22 +11,34 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 
+from ..aliases import AliasMismatch, ModelRef, model_for
 from ..client_roots import ClientRoots, root_paths
-from ..errors import UpstreamFailure
-from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
+from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
+from ..pipeline.failover import Answered, FailoverFailed, answer_first
+from ..pipeline.targets import TargetInvalid, default_model, resolve_target
 from ..providers.base import ProviderId, ReasoningEffort
 from ..render import answer_result, error_result
-from ..results import AskResult, TokenUsage
+from ..results import AskResult, SkippedTarget, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
 from .detached import DETACH_NOTE, detachable
-from .params import ConversationId, Files, MaxTokens, Model, Prompt, ReasoningEffortArg, System, Temperature, TimeoutS
+from .params import (
+    ConversationId,
+    Files,
+    MaxTokens,
+    Model,
+    Prompt,
+    ReasoningEffortArg,
+    System,
+    TargetModel,
+    Temperature,
+    TimeoutS,
+)
 
-__all__ = ["TOOL_NAMES", "ask", "register_ask_tools"]
+__all__ = ["ask", "fixed_provider", "named_target", "register_ask_tools"]
 
 logger = logging.getLogger(__name__)
 
-TOOL_NAMES: dict[ProviderId, str] = {"openai": "ask_openai", "anthropic": "ask_claude"}
 
 _ANNOTATIONS = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)
 
@@ -36,13 +48,43 @@ _STREAMING_NOTE = (
 )
 
 
+TargetsOf = Callable[[AppState], tuple[ModelRef, ...]]
+
+
+def fixed_provider(provider_id: ProviderId, model: str | None) -> TargetsOf:
+    """`model` (an alias of this provider's, or the default when None) of one provider: `ask_openai`/`ask_claude`."""
+
+    def targets(state: AppState) -> tuple[ModelRef, ...]:
+        slot = state.slots[provider_id]
+        try:
+            return (
+                ModelRef(provider_id, model_for(state.settings.model_aliases, provider_id, model, default_model(slot))),
+            )
+        except AliasMismatch as exc:
+            raise CallRefused("alias_mismatch", str(exc)) from None
+
+    return targets
+
+
+def named_target(spec: str) -> TargetsOf:
+    """What `ask`'s `model` names: `provider:model`, a provider or an alias (maybe several, in failover order)."""
+
+    def targets(state: AppState) -> tuple[ModelRef, ...]:
+        try:
+            return resolve_target(spec, state)
+        except TargetInvalid as exc:
+            raise CallRefused("invalid_target", f"`model`: {exc}.") from None
+
+    return targets
+
+
 async def ask(
     ctx: Context[AppState],
-    provider_id: ProviderId,
+    tool: str,
+    targets_of: TargetsOf,
     *,
     prompt: str,
     system: str | None,
-    model: str | None,
     max_tokens: int | None,
     temperature: float | None,
     timeout_s: float | None,
@@ -53,57 +95,77 @@ async def ask(
 ) -> CallToolResult:
     state = app_state(ctx)
     try:
+        refs = targets_of(state)
         async with model_call(
             ctx,
-            tool=TOOL_NAMES[provider_id],
+            tool=tool,
             timeout_s=timeout_s,
             conversation_id=conversation_id,
             system=system,
             files=files,
             client_roots=client_roots,
         ) as call:
-            slot, _ = call.provider(provider_id)
             request = call.request(
                 prompt,
-                call.model(provider_id, model),
+                refs[0].model,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 reasoning_effort=reasoning_effort,
             )
             call.check_prompt_size(len(prompt) + len(request.system or ""))
             try:
-                async with call.progress(f"{slot.label} {request.model}") as progress:
-                    metered = await call.answer(provider_id, request, progress)
-            except UpstreamFailure as failure:
-                return _failure_result(call, failure)
-            turn = call.context.new_turn(provider_id, prompt, metered.outcome.completion)
+                async with call.progress(_waiting_for(state, refs)) as progress:
+                    answered = await answer_first(call, refs, request, progress)
+            except FailoverFailed as failed:
+                return _failure_result(call, failed)
+            turn = call.context.new_turn(answered.ref.provider, prompt, answered.metered.outcome.completion)
             saved_to, save_note = await call.save([turn])
-            return answer_result(state, _result(call, provider_id, metered, saved_to, save_note))
+            return answer_result(state, _result(call, answered, saved_to, save_note))
     except CallRefused as refused:
         return refusal_result(state, refused)
 
 
-def _failure_result(call: ModelCall, failure: UpstreamFailure) -> CallToolResult:
+def _waiting_for(state: AppState, refs: tuple[ModelRef, ...]) -> str:
+    first = refs[0]
+    label = f"{state.slots[first.provider].label} {first.model}"
+    return label if len(refs) == 1 else f"{label} (then {', '.join(map(str, refs[1:]))})"
+
+
+def _failure_result(call: ModelCall, failed: FailoverFailed) -> CallToolResult:
+    skipped = [SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in failed.skipped]
+    skipped_note = "".join(f"\n- {s.target}: skipped ({s.reason})" for s in skipped)
+    failure = failed.error
+    if isinstance(failure, CallRefused):
+        if not skipped:
+            raise failure
+        failure.details["skipped"] = [s.model_dump() for s in skipped]
+        raise CallRefused(failure.kind, f"{failure}\n\nTargets tried before:{skipped_note}", failure.details)
     logger.warning("%s", failure.describe_briefly())
     message = failure.describe()
+    if skipped:
+        message += f"\n\nTargets tried before:{skipped_note}"
     if failure.partial_text:
         message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
     structured = failure.as_structured()
     structured["partial_text"] = failure.partial_text[: call.settings.max_output_chars]
+    if skipped:
+        structured["skipped"] = [s.model_dump() for s in skipped]
     if call.context.continued:
         structured["conversation_id"] = call.context.conversation_id
     return error_result(call.state, message, structured)
 
 
-def _result(
-    call: ModelCall, provider_id: ProviderId, metered: Metered, saved_to: str | None, save_note: str | None
-) -> dict[str, object]:
+def _result(call: ModelCall, answered: Answered, saved_to: str | None, save_note: str | None) -> dict[str, object]:
+    metered = answered.metered
     outcome = metered.outcome
     completion = outcome.completion
     notes = [*call.notes, *([save_note] if save_note else [])]
+    if answered.skipped:
+        tried = "; ".join(f"{s.target} ({s.reason})" for s in answered.skipped)
+        notes.insert(0, f"Answered by {answered.ref} after skipping {tried}.")
     result = AskResult(
         text=completion.text,
-        provider=provider_id,
+        provider=answered.ref.provider,
         model=completion.model,
         stop_reason=completion.stop_reason,
         usage=TokenUsage.of(completion.usage),
@@ -115,13 +177,61 @@ def _result(
         conversation_id=saved_to,
         turns_omitted=call.context.turns_omitted,
         notes=notes or None,
+        skipped=[SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in answered.skipped] or None,
     )
-    return result.model_dump(mode="json")
+    return result.model_dump(mode="json", exclude_none=False)
 
 
 def register_ask_tools(server: MCPServer) -> None:
+    _register_ask(server)
     _register_ask_openai(server)
     _register_ask_claude(server)
+
+
+def _register_ask(server: MCPServer) -> None:
+    @server.tool(
+        name="ask",
+        title="Ask any configured model",
+        annotations=_ANNOTATIONS,
+        description="Ask any model this server can reach: OpenAI, Anthropic, or a provider the operator named "
+        "(a local Ollama or llama.cpp server, OpenRouter, Gemini...). `model` is `provider:model`, a provider "
+        "alone (its default model), or an alias; an alias may name several models tried in order until one "
+        "answers (the result names who answered and why others were skipped). `list_models` lists them all."
+        + _STREAMING_NOTE,
+    )
+    async def ask_tool(
+        ctx: Context[AppState],
+        client_roots: ClientRoots,
+        prompt: Prompt,
+        model: TargetModel,
+        system: System = None,
+        max_tokens: MaxTokens = None,
+        temperature: Temperature = None,
+        timeout_s: TimeoutS = None,
+        reasoning_effort: ReasoningEffortArg = None,
+        conversation_id: ConversationId = None,
+        files: Files = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        provider, _, _ = model.partition(":")
+        return await detachable(
+            ctx,
+            "ask",
+            {"provider": provider, "model": model},
+            lambda: ask(
+                ctx,
+                "ask",
+                named_target(model),
+                prompt=prompt,
+                system=system,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout_s=timeout_s,
+                reasoning_effort=reasoning_effort,
+                conversation_id=conversation_id,
+                files=files,
+                client_roots=root_paths(client_roots),
+            ),
+        )
 
 
 def _register_ask_openai(server: MCPServer) -> None:
@@ -146,17 +256,17 @@ def _register_ask_openai(server: MCPServer) -> None:
         conversation_id: ConversationId = None,
         files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
-        view = {"provider": "openai", "model": model or app_state(ctx).slots["openai"].default_model}
+        view = {"provider": "openai", "model": model or app_state(ctx).slots["openai"].default_model or ""}
         return await detachable(
             ctx,
             "ask_openai",
             view,
             lambda: ask(
                 ctx,
-                "openai",
+                "ask_openai",
+                fixed_provider("openai", model),
                 prompt=prompt,
                 system=system,
-                model=model,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 timeout_s=timeout_s,
@@ -190,17 +300,17 @@ def _register_ask_claude(server: MCPServer) -> None:
         files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
         # No temperature: the Anthropic SDK 2.x Messages API no longer takes one.
-        view = {"provider": "anthropic", "model": model or app_state(ctx).slots["anthropic"].default_model}
+        view = {"provider": "anthropic", "model": model or app_state(ctx).slots["anthropic"].default_model or ""}
         return await detachable(
             ctx,
             "ask_claude",
             view,
             lambda: ask(
                 ctx,
-                "anthropic",
+                "ask_claude",
+                fixed_provider("anthropic", model),
                 prompt=prompt,
                 system=system,
-                model=model,
                 max_tokens=max_tokens,
                 temperature=None,
                 timeout_s=timeout_s,

@@ -49,8 +49,6 @@ __all__ = [
 MODELS_URI = "llm://models"
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
-_TOOLS = {"openai": "ask_openai", "anthropic": "ask_claude"}
-_LIMIT_VARIABLES = {"openai": "MCP_LLM_OPENAI_CONCURRENCY", "anthropic": "MCP_LLM_ANTHROPIC_CONCURRENCY"}
 
 Refresh = Annotated[
     bool,
@@ -59,15 +57,15 @@ Refresh = Annotated[
 
 
 class ProviderInfo(BaseModel):
-    id: str = Field(description="Provider id, as used in `ask_many` targets (`openai`, `anthropic`).")
+    id: str = Field(description="Provider id, as written in targets (`openai`, `anthropic`, or a named one).")
     label: str
-    tool: str = Field(description="The single-model tool for this provider.")
+    tool: str = Field(description="The single-model tool for this provider (`ask` takes every one).")
     configured: bool = Field(description="Whether calls to this provider can be made.")
     key_set: bool = Field(description="Whether an API key is set (the key itself is never shown).")
     missing_variable: str | None = Field(description="The environment variable to set when not configured.")
-    default_model: str
+    default_model: str | None = Field(description="Null: a named provider without one (name the model).")
     base_url_host: str = Field(description="Host (and port) of the base URL; never its path or credentials.")
-    api_style: str = Field(description="`responses` or `chat` (OpenAI), `messages` (Anthropic).")
+    api_style: str = Field(description="`responses`, `chat` (OpenAI's APIs) or `messages` (Anthropic's).")
     concurrency_limit: int = Field(
         description="Upstream requests that may be open to this provider at once now, across all calls: it grows "
         "on success and shrinks when the provider answers 429/529, up to `concurrency_ceiling`."
@@ -94,6 +92,9 @@ class AliasInfo(BaseModel):
     model: str
     listed: bool | None = Field(
         default=None, description="Whether `model` is among its provider's listed models (null: not known)."
+    )
+    then: list[str] | None = Field(
+        default=None, description="A failover alias: the targets asked in order when `provider:model` cannot answer."
     )
 
 
@@ -139,7 +140,7 @@ class ModelCatalog(_Catalog[ProviderModels]):
 
 def _host(base_url: str | None, provider: str) -> str:
     if base_url is None:
-        return _DEFAULT_HOSTS[provider]
+        return _DEFAULT_HOSTS.get(provider, "?")
     parts = urlsplit(base_url)
     host = parts.hostname or "?"
     if ":" in host:  # IPv6 literal
@@ -147,37 +148,34 @@ def _host(base_url: str | None, provider: str) -> str:
     return f"{host}:{parts.port}" if parts.port is not None else host
 
 
-def _provider_info(slot: ProviderSlot, settings: Settings) -> ProviderInfo:
-    api_style: str
-    if slot.id == "openai":
-        key, base_url, api_style = settings.openai_api_key, settings.openai_base_url, settings.openai_api
-    else:
-        key, base_url, api_style = settings.anthropic_api_key, settings.anthropic_base_url, "messages"
+def _provider_info(slot: ProviderSlot) -> ProviderInfo:
     configured = slot.adapter is not None
     return ProviderInfo(
         id=slot.id,
         label=slot.label,
-        tool=_TOOLS[slot.id],
+        tool=slot.tool,
         configured=configured,
-        key_set=key is not None and key.get_secret_value() != "",
+        key_set=slot.key_set,
         missing_variable=None if configured else slot.missing_variable,
         default_model=slot.default_model,
-        base_url_host=_host(base_url, slot.id),
-        api_style=api_style,
+        base_url_host=_host(slot.base_url, slot.id),
+        api_style=slot.api,
         concurrency_limit=slot.limiter.limit,
         concurrency_ceiling=slot.limiter.ceiling,
-        concurrency_variable=_LIMIT_VARIABLES[slot.id],
+        concurrency_variable=slot.concurrency_variable,
     )
 
 
 def _aliases(settings: Settings, listings: dict[str, ModelListing]) -> list[AliasInfo]:
     infos = []
     for name in settings.model_aliases:
-        ref = resolve_alias(settings.model_aliases, name)
-        assert ref is not None
-        listing = listings.get(ref.provider)
-        listed = None if listing is None or listing.models is None else ref.model in listing.models
-        infos.append(AliasInfo(name=name, provider=ref.provider, model=ref.model, listed=listed))
+        refs = resolve_alias(settings.model_aliases, name)
+        assert refs
+        first = refs[0]
+        listing = listings.get(first.provider)
+        listed = None if listing is None or listing.models is None else first.model in listing.models
+        failover = [str(ref) for ref in refs[1:]] or None
+        infos.append(AliasInfo(name=name, provider=first.provider, model=first.model, listed=listed, then=failover))
     return infos
 
 
@@ -203,7 +201,7 @@ def _limits(settings: Settings, listings: dict[str, ModelListing]) -> dict[str, 
 
 def describe_providers(state: AppState) -> ProviderCatalog:
     """The configuration alone: no upstream request."""
-    providers = [_provider_info(slot, state.settings) for slot in state.slots.values()]
+    providers = [_provider_info(slot) for slot in state.slots.values()]
     return ProviderCatalog(providers=providers, **_limits(state.settings, {}))
 
 
@@ -224,7 +222,7 @@ async def describe_models(state: AppState, *, refresh: bool) -> ModelCatalog:
     providers = []
     for slot in state.slots.values():
         listing = listings[slot.id]
-        info = _provider_info(slot, state.settings)
+        info = _provider_info(slot)
         providers.append(
             ProviderModels(
                 **dict(info),
@@ -256,12 +254,13 @@ def register_catalog(server: MCPServer, settings: Settings) -> None:
         name="list_models",
         title="List the available models",
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=True),
-        description="List the models you can ask: for each provider (OpenAI, Anthropic), the model ids its models "
-        "endpoint offers, its default model, and whether it is configured (if not, which environment variable "
-        "is missing); plus the model aliases this server defines (short names such as `fast`), the time limits "
-        "and the retry policy. Give a listed id or an alias as `model` (ask_openai, ask_claude, extract_json) or "
-        "as an `ask_many` target (`openai:<id>`, or the alias alone). Lists are cached; `refresh` fetches them "
-        "again. A provider whose list cannot be fetched says why in `models_error`; the others are still listed.",
+        description="List the models you can ask: for each provider (OpenAI, Anthropic, and any the operator "
+        "named), the model ids its models endpoint offers, its default model, and whether it is configured (if "
+        "not, which environment variable is missing); plus the model aliases this server defines (short names "
+        "such as `fast`, some naming several models tried in order), the time limits and the retry policy. Give "
+        "`provider:<id>` or an alias as `ask`'s `model` or an `ask_many` target (an id alone as ask_openai's or "
+        "ask_claude's `model`). Lists are cached; `refresh` fetches them again. A provider whose list cannot be "
+        "fetched says why in `models_error`; the others are still listed.",
     )
     async def list_models(ctx: Context[AppState], refresh: Refresh = False) -> ModelCatalog:
         return await describe_models(app_state(ctx), refresh=refresh)

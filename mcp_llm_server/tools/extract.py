@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -25,9 +25,11 @@ from ..aliases import resolve_alias
 from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
+from ..pipeline.targets import provider_named
 from ..pricing import nanos_to_usd
 from ..progress import SendProgress
 from ..providers.base import OutputFormat, ProviderId
+from ..providers_config import ApiStyle
 from ..render import error_result
 from ..sdk_adapter import app_state
 from ..state import AppState
@@ -69,8 +71,13 @@ Instructions = Annotated[
     Field(description="Optional guidance for the extraction (what to pick, how to normalise values, units...)."),
 ]
 ExtractProvider = Annotated[
-    Literal["openai", "anthropic"] | None,
-    Field(description="Which provider does the extraction. Omit for the server's default (MCP_LLM_EXTRACT_PROVIDER)."),
+    str | None,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="Which provider does the extraction (`openai`, `anthropic`, or a named one `list_models` "
+        "shows). Omit for the server's default (MCP_LLM_EXTRACT_PROVIDER).",
+    ),
 ]
 MaxAttempts = Annotated[
     int,
@@ -83,14 +90,14 @@ MaxAttempts = Annotated[
 ]
 
 
-def format_ladder(checked: CheckedSchema, provider_id: ProviderId) -> list[OutputFormat | None]:
+def format_ladder(checked: CheckedSchema, api: ApiStyle) -> list[OutputFormat | None]:
     """The native output formats to try, best first; a 400 moves one rung down (None: prompt instructions only).
 
-    OpenAI: strict JSON Schema (when the schema has a strict form), non-strict JSON Schema, JSON mode.
-    Anthropic: its JSON Schema output when every object of the schema can be closed, otherwise none (closing
+    OpenAI's APIs: strict JSON Schema (when the schema has a strict form), non-strict JSON Schema, JSON mode.
+    The Messages API: its JSON Schema output when every object of the schema can be closed, otherwise none (closing
     a map or free-form object would force it empty).
     """
-    if provider_id == "anthropic":
+    if api == "messages":
         return [OutputFormat(checked.provider_schema, _FORMAT_NAME), None] if checked.closed else [None]
     ladder: list[OutputFormat | None] = []
     if checked.strict_schema is not None:
@@ -253,6 +260,20 @@ def _upstream_error(
     return error_result(state, message, structured)
 
 
+def _extract_provider(state: AppState, provider: str | None, model: str | None) -> ProviderId:
+    """The provider named, or the one of the model's alias (one of the first target's, for a failover alias),
+    or the server's default."""
+    if provider is not None:
+        named = provider_named(provider, state)
+        if named is None:
+            raise CallRefused(
+                "invalid_provider", f"`provider`: unknown provider `{provider}` (providers: {', '.join(state.slots)})."
+            )
+        return named
+    refs = resolve_alias(state.settings.model_aliases, model) if model else None
+    return refs[0].provider if refs else state.settings.extract_provider
+
+
 async def extract_json(
     ctx: Context[AppState],
     *,
@@ -270,9 +291,8 @@ async def extract_json(
 
     state = app_state(ctx)
     settings = state.settings
-    alias = resolve_alias(settings.model_aliases, model) if model else None
-    provider_id: ProviderId = provider or (alias.provider if alias else settings.extract_provider)
     try:
+        provider_id = _extract_provider(state, provider, model)
         async with model_call(
             ctx,
             tool="extract_json",
@@ -306,7 +326,7 @@ async def _attempts(
     """Ask, validate, and send an invalid answer back with its errors, up to `run.max_attempts` times."""
     from ..jsonschema_tools import ValidationTimeout, extract_within
 
-    ladder = format_ladder(run.checked, provider_id)
+    ladder = format_ladder(run.checked, call.state.slots[provider_id].api)
     last: Extraction | None = None
     while run.attempts < run.max_attempts:
         run.attempts += 1

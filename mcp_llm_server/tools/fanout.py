@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import anyio
 from mcp.server import MCPServer
@@ -19,15 +19,16 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from ..aliases import PROVIDER_NAMES, AliasMismatch, model_for, resolve_alias
+from ..aliases import ModelRef
 from ..client_roots import ClientRoots, root_paths
-from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
+from ..pipeline.failover import FailoverFailed, Skipped, answer_first
+from ..pipeline.targets import TargetInvalid, resolve_target
 from ..pricing import NANOS_PER_USD, nanos_to_usd
 from ..progress import FanoutProgress
-from ..providers.base import LLMRequest, ProviderId, ReasoningEffort
+from ..providers.base import LLMRequest, ReasoningEffort
 from ..render import cap_answers, error_result, success_result
-from ..results import AskManyResult, TargetAnswer, TargetError, TokenUsage
+from ..results import AskManyResult, SkippedTarget, TargetAnswer, TargetError, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
 from ..store import NewTurn, StoredFile
@@ -40,7 +41,6 @@ __all__ = ["MAX_TARGETS", "Target", "parse_targets", "register_fanout_tool"]
 logger = logging.getLogger(__name__)
 
 MAX_TARGETS = 8
-_PROVIDERS: tuple[ProviderId, ...] = get_args(ProviderId)
 
 Targets = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
@@ -79,65 +79,69 @@ Stances = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    provider: ProviderId
-    model: str
-    label: str  # `provider:model`, with ` #n` for the n-th repeat of the same target
+    refs: tuple[ModelRef, ...]  # the models to ask, in failover order (usually one)
+    label: str  # `provider:model` or the failover alias, with ` #n` for the n-th repeat of the same target
+
+    @property
+    def provider(self) -> str:
+        return self.refs[0].provider
+
+    @property
+    def model(self) -> str:
+        return self.refs[0].model
+
+
+def _default_targets(state: AppState) -> list[tuple[str, tuple[ModelRef, ...]]]:
+    """Every configured provider's default model (named providers without one are left out)."""
+    chosen: list[tuple[str, tuple[ModelRef, ...]]] = [
+        (f"{slot.id}:{slot.default_model}", (ModelRef(slot.id, slot.default_model),))
+        for slot in state.slots.values()
+        if slot.adapter is not None and slot.default_model is not None
+    ]
+    if not chosen:
+        variables = " and ".join(slot.missing_variable for slot in state.slots.values() if slot.missing_variable)
+        raise CallRefused(
+            "not_configured",
+            f"No provider is configured: set {variables} in the server's environment and restart it.",
+        )
+    return chosen
 
 
 def parse_targets(specs: list[str] | None, state: AppState) -> list[Target]:
     """The targets to ask; raises `CallRefused` naming every malformed one (nothing is sent upstream then)."""
     if specs is None:
-        chosen = [(pid, slot.default_model) for pid, slot in state.slots.items() if slot.adapter is not None]
-        if not chosen:
-            variables = " and ".join(slot.missing_variable for slot in state.slots.values())
-            raise CallRefused(
-                "not_configured",
-                f"No provider is configured: set {variables} in the server's environment and restart it.",
-            )
+        chosen = _default_targets(state)
     else:
         chosen = []
         problems = []
-        aliases = state.settings.model_aliases
         for spec in specs:
-            name, _, model = spec.strip().partition(":")
-            provider = PROVIDER_NAMES.get(name.strip().lower())
-            model = model.strip()
-            alias = resolve_alias(aliases, name) if provider is None and ":" not in spec else None
-            if alias is not None:
-                chosen.append((alias.provider, alias.model))
-            elif provider is None:
-                what = "provider" if ":" in spec else "provider or model alias"
-                problems.append(
-                    f"`{spec}`: unknown {what} `{name.strip()}` (use {' or '.join(_PROVIDERS)}, "
-                    "or an alias `list_models` shows)"
-                )
-            elif ":" in spec and not model:
-                problems.append(f"`{spec}`: empty model name (write `{provider}` for its default model)")
-            else:
-                try:
-                    default = state.slots[provider].default_model
-                    chosen.append((provider, model_for(aliases, provider, model or None, default)))
-                except AliasMismatch as exc:
-                    problems.append(f"`{spec}`: {exc}")
+            try:
+                refs = resolve_target(spec, state)
+            except TargetInvalid as exc:
+                problems.append(f"`{spec}`: {exc}")
+                continue
+            chosen.append((str(refs[0]) if len(refs) == 1 else spec.strip().lower(), refs))
         if problems:
             raise CallRefused(
                 "invalid_targets",
                 "Invalid targets: "
                 + "; ".join(problems)
-                + ". Each target is `provider` or `provider:model`, e.g. `openai` or `anthropic:claude-sonnet-5-5`.",
+                + ". Each target is `provider`, `provider:model` or an alias, e.g. `openai` or "
+                "`anthropic:claude-sonnet-5-5`.",
                 {"problems": problems},
             )
     seen: dict[str, int] = {}
     targets = []
-    for provider, model in chosen:
-        base = f"{provider}:{model}"
+    for base, refs in chosen:
         seen[base] = seen.get(base, 0) + 1
         label = base if seen[base] == 1 else f"{base} #{seen[base]}"
-        targets.append(Target(provider, model, label))
+        targets.append(Target(refs, label))
     return targets
 
 
-def _failed(target: Target, started: float, error: TargetError, attempts: int) -> TargetAnswer:
+def _failed(
+    target: Target, started: float, error: TargetError, attempts: int, skipped: list[Skipped] | None = None
+) -> TargetAnswer:
     return TargetAnswer(
         target=target.label,
         provider=target.provider,
@@ -149,6 +153,7 @@ def _failed(target: Target, started: float, error: TargetError, attempts: int) -
         attempts=attempts,
         request_id=error.request_id,
         error=error,
+        skipped=_skipped_targets(skipped or []),
     )
 
 
@@ -161,29 +166,20 @@ async def _ask_target(call: ModelCall, target: Target, request: LLMRequest, prog
     """One target's answer, or its error; never raises (except for cancellation)."""
     started = anyio.current_time()
     try:
-        metered = await call.answer(target.provider, request, progress.channel(target.label))
-    except CallRefused as refused:
-        return _failed(target, started, _target_error(refused.kind, str(refused)), attempts=0)
-    except UpstreamFailure as failure:
-        logger.warning("%s failed: %s", target.label, failure.describe_briefly())
-        error = _target_error(
-            failure.kind,
-            call.state.redact(failure.describe()),
-            status=failure.status,
-            request_id=failure.request_id,
-            retryable=failure.retryable,
-            partial_text=failure.partial_text,
-        )
-        return _failed(target, started, error, attempts=failure.attempts)
+        answered = await answer_first(call, target.refs, request, progress.channel(target.label))
+    except FailoverFailed as failed:
+        error, attempts = _failover_error(call, target, failed)
+        return _failed(target, started, error, attempts, failed.skipped)
     except Exception as exc:  # a bug in one target must not take the others down
         logger.exception("%s failed unexpectedly", target.label)
         message = call.state.redact(f"{target.label}: unexpected error ({type(exc).__name__}: {exc}).")
         return _failed(target, started, _target_error("internal", message), attempts=0)
+    metered = answered.metered
     outcome = metered.outcome
     completion = outcome.completion
     return TargetAnswer(
         target=target.label,
-        provider=target.provider,
+        provider=answered.ref.provider,
         model=completion.model,
         text=completion.text,
         stop_reason=completion.stop_reason,
@@ -194,7 +190,29 @@ async def _ask_target(call: ModelCall, target: Target, request: LLMRequest, prog
         attempts=outcome.attempts,
         request_id=completion.request_id,
         error=None,
+        skipped=_skipped_targets(answered.skipped),
     )
+
+
+def _skipped_targets(skipped: list[Skipped]) -> list[SkippedTarget] | None:
+    return [SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in skipped] or None
+
+
+def _failover_error(call: ModelCall, target: Target, failed: FailoverFailed) -> tuple[TargetError, int]:
+    """The error of a target no model of which answered, and the upstream requests it took."""
+    failure = failed.error
+    if isinstance(failure, CallRefused):
+        return _target_error(failure.kind, str(failure)), 0
+    logger.warning("%s failed: %s", target.label, failure.describe_briefly())
+    error = _target_error(
+        failure.kind,
+        call.state.redact(failure.describe()),
+        status=failure.status,
+        request_id=failure.request_id,
+        retryable=failure.retryable,
+        partial_text=failure.partial_text,
+    )
+    return error, failure.attempts
 
 
 def _render(result: AskManyResult) -> str:

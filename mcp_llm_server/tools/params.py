@@ -38,6 +38,15 @@ Model = Annotated[
         "lists both. Omit to use the server's default model.",
     ),
 ]
+TargetModel = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="Who to ask: `provider:model` (e.g. `openai:gpt-5.5`, `ollama:qwen3`), a provider alone (its "
+        "default model), or an alias. `list_models` lists the providers, their models and the aliases.",
+    ),
+]
 MaxTokens = Annotated[
     int | None,
     Field(ge=1, le=200_000, description="Upper bound on the answer's length in tokens. Omit for the default."),

@@ -24,7 +24,7 @@ __all__ = [
 ANSWER_META_KEY = "mcp-llm-server/answer"
 # The tools whose output schema carries `status` and `answer_id` (extract_json's structured content is the
 # caller's own value: there they are in `_meta` only, as for every tool).
-_STATUS_IN_STRUCTURED = frozenset({"ask_openai", "ask_claude", "ask_many"})
+_STATUS_IN_STRUCTURED = frozenset({"ask", "ask_openai", "ask_claude", "ask_many"})
 
 
 def with_status(tool: str, result: CallToolResult, answer_id: str | None) -> CallToolResult:
@@ -89,6 +89,7 @@ def _extract_view(view: dict[str, Any], partials: dict[str, str], elapsed_s: flo
 
 
 _VIEWS: dict[str, RunningView] = {
+    "ask": _ask_view,
     "ask_openai": _ask_view,
     "ask_claude": _ask_view,
     "ask_many": _many_view,

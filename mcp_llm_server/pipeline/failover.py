@@ -1,0 +1,90 @@
+"""Failover: ask a list of targets in order until one answers (an alias naming several, `a|b|c`).
+
+A target is skipped when it cannot answer: not configured, out of budget, no connection, retries exhausted on
+429/5xx/529, an unknown model, a bad key, a stream that stalled. A 400 (the request is wrong, and would be wrong
+for the next target too), a refusal, or the call's own deadline end the list: that failure is the call's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ..aliases import ModelRef
+from ..errors import UpstreamFailure
+from ..progress import Progress
+from ..providers.base import LLMRequest
+from .call import CallRefused, ModelCall
+from .metering import Metered
+
+__all__ = ["Answered", "FailoverFailed", "Skipped", "answer_first"]
+
+logger = logging.getLogger(__name__)
+
+_SWITCH_FAILURES = frozenset(
+    {
+        "connection",
+        "rate_limited",
+        "overloaded",
+        "server_error",
+        "not_found",
+        "authentication",
+        "permission",
+        "timeout",
+        "stalled",
+        "stream_error",
+    }
+)
+_SWITCH_REFUSALS = frozenset({"not_configured", "budget_exceeded", "budget_unavailable"})
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    target: str  # `provider:model`
+    kind: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Answered:
+    ref: ModelRef
+    metered: Metered
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+class FailoverFailed(Exception):
+    """No target answered: `error` is the last failure (or the one that ended the list), `skipped` the others."""
+
+    def __init__(self, error: UpstreamFailure | CallRefused, skipped: list[Skipped]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.skipped = skipped
+
+
+def _switches(error: UpstreamFailure | CallRefused) -> bool:
+    if isinstance(error, CallRefused):
+        return error.kind in _SWITCH_REFUSALS
+    return error.kind in _SWITCH_FAILURES
+
+
+def _skipped(ref: ModelRef, error: UpstreamFailure | CallRefused) -> Skipped:
+    reason = error.describe_briefly() if isinstance(error, UpstreamFailure) else str(error)
+    return Skipped(str(ref), error.kind, reason)
+
+
+async def answer_first(call: ModelCall, refs: Sequence[ModelRef], request: LLMRequest, progress: Progress) -> Answered:
+    """The first answer of `refs` in order (`request` with each one's model); raises `FailoverFailed`."""
+    skipped: list[Skipped] = []
+    for index, ref in enumerate(refs):
+        try:
+            metered = await call.answer(ref.provider, replace(request, model=ref.model), progress)
+            return Answered(ref, metered, skipped)
+        except (UpstreamFailure, CallRefused) as error:
+            last = index == len(refs) - 1
+            if last or not _switches(error):
+                raise FailoverFailed(error, skipped) from None
+            skipped.append(_skipped(ref, error))
+            logger.warning("%s could not answer (%s); asking %s", ref, error.kind, refs[index + 1])
+            await progress.status(f"{ref} could not answer ({error.kind}); asking {refs[index + 1]}")
+    raise AssertionError("answer_first needs at least one target")
