@@ -53,9 +53,9 @@ async def test_lists_both_providers_models(make_settings: SettingsFactory, stand
         assert provider["models_error"] is None and provider["models_from_cache"] is False
         assert provider["models_fetched_at"].endswith("+00:00") and provider["configured"] is True
     assert catalog["aliases"] == [
-        {"name": "fast", "provider": "openai", "model": "gpt-standin-mini", "listed": True},
-        {"name": "smart", "provider": "anthropic", "model": "claude-standin", "listed": True},
-        {"name": "gone", "provider": "anthropic", "model": "claude-retired", "listed": False},
+        {"name": "fast", "provider": "openai", "model": "gpt-standin-mini", "listed": True, "then": None},
+        {"name": "smart", "provider": "anthropic", "model": "claude-standin", "listed": True, "then": None},
+        {"name": "gone", "provider": "anthropic", "model": "claude-retired", "listed": False, "then": None},
     ]
     requests = model_requests(standin)
     assert sorted((r.method, r.path) for r in requests) == [("GET", "/v1/models")] * 2
