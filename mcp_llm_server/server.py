@@ -41,7 +41,8 @@ Tools to consult other language models: `ask_openai` (OpenAI, or an OpenAI-compa
 `ask_claude` (Anthropic), and `ask` (any provider this server has, `model` = `provider:model`, a provider or an
 alias; an alias may name several models tried in order until one answers). Each takes a self-contained
 `prompt` (the other model sees nothing of this conversation), optional `system`, `model`, `max_tokens` and
-`timeout_s`, and returns the answer with the model used, token usage, latency and the upstream request id. Answers stream as progress notifications.
+`timeout_s`, and returns the answer with the model used, token usage, latency and the upstream request id.
+Answers stream as progress notifications.
 Transient upstream failures are retried; other failures come back as errors that say what to do.
 `extract_json` turns free text into a JSON value that validates against a JSON Schema you give (native
 structured output, always validated, invalid answers sent back with the errors for another try).
