@@ -234,7 +234,7 @@ class _Reader:
         cap = self.cap(opened)[0]
         chunks = [opened.head]
         size = len(opened.head)
-        while True:
+        while size <= cap:  # the head alone may be over a tiny cap when the file grew after it was measured
             self.check_running()
             try:
                 chunk = os.read(opened.fd, min(_CHUNK, cap + 1 - size))
@@ -244,8 +244,7 @@ class _Reader:
                 return b"".join(chunks)
             chunks.append(chunk)
             size += len(chunk)
-            if size > cap:
-                raise FileRefused(f"`{opened.given}` grew over {cap:,} bytes while being read.")
+        raise FileRefused(f"`{opened.given}` grew over {cap:,} bytes while being read.")
 
     def refuse_secret_content(self, given: str, found: str | None) -> None:
         if found is not None and (not self.limits.allow_secrets or found.startswith("one of this server's")):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 # Imported up front so the server's lazy SDK import costs nothing inside the calls.
 import anthropic  # noqa: F401
+import anyio
 import openai  # noqa: F401
 import pytest
 from conftest import OPENAI_KEY, SettingsFactory, text_of
@@ -18,6 +19,7 @@ from helpers import connect, error_of, ok
 from helpers import refused_files as refused
 
 from mcp_llm_server._standin import Reply, StandIn
+from mcp_llm_server.files import FileLimits, FileRefused, read_files
 
 pytestmark = pytest.mark.anyio
 
@@ -268,3 +270,12 @@ async def test_upstream_refusing_images(make_settings: SettingsFactory, standin:
     message = text_of(result)
     assert said in message and "use one that does" in message and "call without them" in message
     assert len(standin.requests) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+async def test_head_over_a_tiny_cap_refused_cleanly() -> None:
+    """A file that reports 0 bytes yet reads more (as /proc files do, or one growing after it was measured) is
+    refused as grown over the cap, even when the first bytes read to tell its kind are already over it."""
+    limits = FileLimits(roots=(Path("/proc/self"),), max_file_bytes=5, max_total_bytes=5)
+    with pytest.raises(FileRefused, match="grew over 5 bytes"):
+        await read_files(["status"], limits, deadline=anyio.current_time() + 30)
