@@ -1,4 +1,5 @@
-"""Files as context: read the files a call names, inside the allowed roots, as UTF-8 text labelled with their path.
+"""Files as context: read the files a call names, inside the allowed roots, as UTF-8 text labelled with their path,
+or as images (PNG, JPEG, GIF, WebP) and PDF documents, recognised by their first bytes, never by their names.
 
 There is no implicit root: files are read only under `MCP_LLM_FILE_ROOTS`, or else under the roots the client
 offers (MCP roots); with neither, every file is refused with a message saying how to allow a directory.
@@ -8,8 +9,11 @@ change what is sent: the path is resolved, opened with O_NOFOLLOW|O_NONBLOCK (a 
 or a device never blocks the open), and the opened descriptor must be a regular file whose real location (the
 kernel's path of the descriptor) lies in a root. Names that look like secrets are refused (the name given and the
 file's real name), and so is content that carries one (`secret_scan`), as are binary files and files over the
-caps. The reads run in a daemon thread, in chunks, and stop at the caller's deadline or when the call is
-cancelled; a thread stuck in the kernel cannot hold the process up at exit.
+caps. Images and PDFs go through the same checks, with caps of their own; their raw bytes, read as Latin-1, are
+scanned for secrets (which finds text stored uncompressed: image metadata, uncompressed PDF text; never text in
+pixels or in compressed streams), and never carry one of the server's own secrets. The reads run in a daemon
+thread, in chunks, and stop at the caller's deadline or when the call is cancelled; a thread stuck in the kernel
+cannot hold the process up at exit.
 
 Refusals for a path outside the roots say only that: whether it exists there is not revealed.
 """
@@ -32,10 +36,10 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .providers.base import FileText
+from .providers.base import FileMedia, FileText, SentFile
 from .secret_scan import secret_in_text, secret_name
 
-__all__ = ["FileLimits", "FileRefused", "read_files"]
+__all__ = ["FileLimits", "FileRefused", "media_type_of", "read_files"]
 
 _OPEN_FLAGS = (
     os.O_RDONLY
@@ -51,6 +55,11 @@ _ALLOW_HOW = (
     "several separated by `:`), or the MCP client offers its workspace as roots."
 )
 _SECRET_HOW = "If it is meant to be sent, the server's operator can set MCP_LLM_ALLOW_SECRET_FILES=1."
+_ACCEPTED = "only text files, PNG, JPEG, GIF and WebP images and PDF documents are sent"
+_HEAD = 12  # bytes enough to tell every accepted kind apart
+IMAGE_BYTES = 3_932_160  # 3.75 MiB: its base64, which Anthropic measures, is its 5 MiB per-image cap
+DOCUMENT_BYTES = 20 * 1024 * 1024
+MEDIA_TOTAL_BYTES = 20 * 1024 * 1024  # base64 27 MiB: with the text and history, under Anthropic's 32 MB request
 
 T = TypeVar("T")
 
@@ -62,8 +71,11 @@ class FileRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class FileLimits:
     roots: tuple[Path, ...]  # MCP_LLM_FILE_ROOTS; empty: only the roots the client offers
-    max_file_bytes: int
-    max_total_bytes: int
+    max_file_bytes: int  # one text file
+    max_total_bytes: int  # the text files of a call together
+    max_image_bytes: int = IMAGE_BYTES
+    max_document_bytes: int = DOCUMENT_BYTES
+    max_media_total_bytes: int = MEDIA_TOTAL_BYTES  # the images and PDFs of a call together
     allow_secrets: bool = False
     own_secrets: tuple[str, ...] = field(default=(), repr=False)  # the server's keys: never sent, whatever is allowed
 
@@ -74,6 +86,23 @@ class _Opened:
     fd: int
     real: str
     size: int
+    head: bytes = b""  # the first bytes, already read
+    media_type: str | None = None  # None: a text file
+
+
+def media_type_of(head: bytes) -> str | None:
+    """The media type of an accepted image or PDF, from a file's first bytes (magic numbers); None for the rest."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    return None
 
 
 class _Stopped(Exception):
@@ -187,13 +216,25 @@ class _Reader:
         if root is None:
             raise self.outside(given)
         self.refuse_secret_name(given, location, root)
-        return _Opened(given, fd, location, opened.st_size)
+        try:
+            head = os.read(fd, _HEAD)
+        except BlockingIOError:  # only a special file does that, and those were refused
+            raise FileRefused(f"`{given}` is not a regular file.") from None
+        return _Opened(given, fd, location, opened.st_size, head, media_type_of(head))
+
+    def cap(self, opened: _Opened) -> tuple[int, str]:
+        """The largest such file, and the variable that sets it."""
+        if opened.media_type is None:
+            return self.limits.max_file_bytes, "MCP_LLM_MAX_FILE_BYTES"
+        if opened.media_type == "application/pdf":
+            return self.limits.max_document_bytes, "MCP_LLM_MAX_DOCUMENT_BYTES"
+        return self.limits.max_image_bytes, "MCP_LLM_MAX_IMAGE_BYTES"
 
     def read(self, opened: _Opened) -> bytes:
-        cap = self.limits.max_file_bytes
-        chunks: list[bytes] = []
-        size = 0
-        while True:
+        cap = self.cap(opened)[0]
+        chunks = [opened.head]
+        size = len(opened.head)
+        while size <= cap:  # the head alone may be over a tiny cap when the file grew after it was measured
             self.check_running()
             try:
                 chunk = os.read(opened.fd, min(_CHUNK, cap + 1 - size))
@@ -203,48 +244,72 @@ class _Reader:
                 return b"".join(chunks)
             chunks.append(chunk)
             size += len(chunk)
-            if size > cap:
-                raise FileRefused(f"`{opened.given}` grew over {cap:,} bytes while being read.")
+        raise FileRefused(f"`{opened.given}` grew over {cap:,} bytes while being read.")
+
+    def refuse_secret_content(self, given: str, found: str | None) -> None:
+        if found is not None and (not self.limits.allow_secrets or found.startswith("one of this server's")):
+            allowed = "" if found.startswith("one of this server's") else f" {_SECRET_HOW}"
+            raise FileRefused(f"`{given}` contains {found}; it is not sent to a model.{allowed}")
 
     def text(self, opened: _Opened, data: bytes) -> FileText:
         given = opened.given
         if b"\x00" in data:
-            raise FileRefused(f"`{given}` is a binary file (it contains NUL bytes); only text files are sent.")
+            raise FileRefused(f"`{given}` is a binary file (it contains NUL bytes); {_ACCEPTED}.")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FileRefused(
-                f"`{given}` is not UTF-8 text (byte {exc.start} cannot be decoded); only text files are sent."
+                f"`{given}` is not UTF-8 text (byte {exc.start} cannot be decoded); {_ACCEPTED}."
             ) from None
-        own = secret_in_text(text, self.limits.own_secrets)
-        if own is not None and (not self.limits.allow_secrets or own.startswith("one of this server's")):
-            allowed = "" if own.startswith("one of this server's") else f" {_SECRET_HOW}"
-            raise FileRefused(f"`{given}` contains {own}; it is not sent to a model.{allowed}")
+        self.refuse_secret_content(given, secret_in_text(text, self.limits.own_secrets))
         return FileText(path=given, text=text, sha256=hashlib.sha256(data).hexdigest())
 
+    def media(self, opened: _Opened, media_type: str, data: bytes) -> FileMedia:
+        """Pixels cannot be scanned: the raw bytes are, as Latin-1 (one character a byte), which finds what is
+        stored as plain text (metadata, uncompressed PDF text) and the server's own secrets in any encoding."""
+        own = tuple(secret.encode().decode("latin-1") for secret in self.limits.own_secrets)
+        self.refuse_secret_content(opened.given, secret_in_text(data.decode("latin-1"), own))
+        return FileMedia(opened.given, media_type, data, hashlib.sha256(data).hexdigest())
+
     def check_sizes(self, opened: Sequence[_Opened]) -> None:
-        """Nothing is read when a cap is exceeded."""
+        """Nothing is read when a cap is exceeded. Text and media have totals of their own: one photo is over
+        the text total, and media are neither stored nor sent again with a conversation."""
         for file in opened:
-            if file.size > self.limits.max_file_bytes:
+            cap, variable = self.cap(file)
+            if file.size > cap:
+                kind = "files" if file.media_type is None else f"{file.media_type} files"
                 raise FileRefused(
-                    f"`{file.given}` is {file.size:,} bytes; files of at most {self.limits.max_file_bytes:,} bytes "
-                    "are sent (MCP_LLM_MAX_FILE_BYTES). Send a smaller file or the relevant part in the prompt."
+                    f"`{file.given}` is {file.size:,} bytes; {kind} of at most {cap:,} bytes are sent ({variable}). "
+                    "Send a smaller file (the relevant part, pages or a scaled-down image), or the server's "
+                    f"operator can raise {variable}."
                 )
-        total = sum(file.size for file in opened)
-        if total > self.limits.max_total_bytes:
+        text = sum(file.size for file in opened if file.media_type is None)
+        if text > self.limits.max_total_bytes:
             raise FileRefused(
-                f"The files come to {total:,} bytes; at most {self.limits.max_total_bytes:,} bytes of files are "
-                "sent per call (MCP_LLM_MAX_FILES_TOTAL_BYTES). Send fewer files."
+                f"The text files come to {text:,} bytes; at most {self.limits.max_total_bytes:,} bytes of text "
+                "files are sent per call (MCP_LLM_MAX_FILES_TOTAL_BYTES). Send fewer files."
+            )
+        media = sum(file.size for file in opened if file.media_type is not None)
+        if media > self.limits.max_media_total_bytes:
+            raise FileRefused(
+                f"The images and PDFs come to {media:,} bytes; at most {self.limits.max_media_total_bytes:,} bytes "
+                "of them are sent per call (MCP_LLM_MAX_MEDIA_TOTAL_BYTES). Send fewer or smaller ones."
             )
 
-    def read_all(self, paths: Sequence[str]) -> tuple[FileText, ...]:
+    def load(self, opened: _Opened) -> SentFile:
+        data = self.read(opened)
+        if opened.media_type is None:
+            return self.text(opened, data)
+        return self.media(opened, opened.media_type, data)
+
+    def read_all(self, paths: Sequence[str]) -> tuple[SentFile, ...]:
         opened: list[_Opened] = []
         try:
             for given in paths:
                 self.check_running()
                 opened.append(self.open(given))
             self.check_sizes(opened)
-            return tuple(self.text(file, self.read(file)) for file in opened)
+            return tuple(self.load(file) for file in opened)
         finally:
             for file in opened:
                 os.close(file.fd)
@@ -294,8 +359,9 @@ async def read_files(
     *,
     deadline: float,
     client_roots: Sequence[Path] = (),
-) -> tuple[FileText, ...]:
-    """The files' text, in the order given; raises `FileRefused` (before anything is sent anywhere).
+) -> tuple[SentFile, ...]:
+    """The files (text, or an image's or PDF's bytes), in the order given; raises `FileRefused` (before anything
+    is sent anywhere).
 
     `deadline` is on anyio's clock (`anyio.current_time()`): reading stops there with a refusal. The roots are
     `limits.roots` (the operator's), or else `client_roots` (those the MCP client offered, see `client_roots.py`);

@@ -76,7 +76,7 @@ def estimate_input_tokens(request: LLMRequest) -> int:
     chars = len(request.prompt) + len(request.system or "")
     chars += sum(len(turn.prompt) + len(turn.answer) + len(turn.system or "") for turn in request.history)
     chars += sum(len(f.text) for turn in request.history for f in turn.files)
-    chars += sum(len(f.text) + len(f.path) for f in request.files)
+    chars += sum(f.estimated_chars() for f in request.files)
     return -(-chars // 4) + 16  # plus a little for the message framing
 
 

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     allow_secret_files: bool = False
     max_file_bytes: int = Field(default=512 * 1024, ge=1, le=100_000_000)
     max_files_total_bytes: int = Field(default=1024 * 1024, ge=1, le=1_000_000_000)
+    # Images and PDFs (`files.py`): caps of their own, and a total apart from the text files'.
+    max_image_bytes: int = Field(default=3_932_160, ge=1, le=1_000_000_000)
+    max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=1_000_000_000)
+    max_media_total_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=10_000_000_000)
 
     log_level: LogLevel = "WARNING"
 

@@ -242,6 +242,9 @@ def _file_limits(settings: Settings) -> FileLimits:
         roots=tuple(Path(root).expanduser().absolute() for root in settings.file_roots),
         max_file_bytes=settings.max_file_bytes,
         max_total_bytes=settings.max_files_total_bytes,
+        max_image_bytes=settings.max_image_bytes,
+        max_document_bytes=settings.max_document_bytes,
+        max_media_total_bytes=settings.max_media_total_bytes,
         allow_secrets=settings.allow_secret_files,
         own_secrets=tuple(settings.secrets()),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import ANTHROPIC_KEY, OPENAI_KEY, error_details, server_env, text_of
+from conftest import ANTHROPIC_KEY, OPENAI_KEY, SettingsFactory, error_details, server_env, text_of
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -39,6 +39,7 @@ __all__ = [
     "indented",
     "node_tools_env",
     "ok",
+    "refused_files",
     "run_server",
     "wait_until",
     "words",
@@ -62,6 +63,17 @@ async def connect(
     `options` go to the client (`mode`, `message_handler`, ...)."""
     async with Client(build_server(settings, clock=clock), raise_exceptions=True, **options) as client:
         yield client
+
+
+async def refused_files(
+    make_settings: SettingsFactory, standin: StandIn, files: list[str], tool: str = "ask_openai", **settings: Any
+) -> str:
+    """Call `tool` with `files`; assert it is refused before any upstream request; return the error text."""
+    async with connect(make_settings(**settings)) as client:
+        result = await client.call_tool(tool, {"prompt": "Review", "files": files})
+    assert result.is_error, text_of(result)
+    assert standin.requests == []
+    return text_of(result)
 
 
 # --- results ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import openai  # noqa: F401
 import pytest
 from conftest import SettingsFactory, text_of
 from helpers import connect, ok
+from helpers import refused_files as refused
 
 from mcp_llm_server._standin import Reply, StandIn
 
@@ -27,15 +28,6 @@ def root(tmp_path: Path) -> Path:
     (root / "README.md").write_text("# Project\n")
     (tmp_path / "outside.txt").write_text("not for the model\n")
     return root
-
-
-async def refused(make_settings: SettingsFactory, standin: StandIn, files: list[str], **settings: Any) -> str:
-    """Call ask_openai with `files`; assert it is refused before any upstream request; return the error text."""
-    async with connect(make_settings(**settings)) as client:
-        result = await client.call_tool("ask_openai", {"prompt": "Review", "files": files})
-    assert result.is_error, text_of(result)
-    assert standin.requests == []
-    return text_of(result)
 
 
 async def test_files_reach_the_request_labelled_with_their_path(

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..callers import Caller
 from ..files import FileRefused, read_files
-from ..providers.base import Completion, FileText, Turn
+from ..providers.base import Completion, FileMedia, FileText, SentFile, Turn
+from ..providers.history import earlier_media_note
 from ..state import AppState
 from ..store import NewTurn, StoredFile, StoredTurn, StoreError, new_conversation_id
 from ..store.conversations import missing_conversation
@@ -37,7 +38,7 @@ class CallContext:
     history: tuple[Turn, ...]
     turns_omitted: int
     system: str | None  # the call's own system text, or the conversation's latest when it gives none
-    files: tuple[FileText, ...]
+    files: tuple[SentFile, ...]
     owner: str  # the caller's id: a new conversation is theirs
 
     def new_turn(self, provider: str, prompt: str, completion: Completion) -> NewTurn:
@@ -48,9 +49,18 @@ class CallContext:
             system=self.system,
             prompt=prompt,
             answer=completion.text,
-            files=tuple(StoredFile(f.path, f.sha256, f.text) for f in self.files),
+            files=self.stored_files(),
             stop_reason=completion.stop_reason,
             usage=asdict(usage),  # every count the adapter reported
+        )
+
+    def stored_files(self) -> tuple[StoredFile, ...]:
+        """The files as a conversation keeps them: an image's or PDF's path, type and digest, not its bytes."""
+        return tuple(
+            StoredFile(f.path, f.sha256, "", f.media_type)
+            if isinstance(f, FileMedia)
+            else StoredFile(f.path, f.sha256, f.text)
+            for f in self.files
         )
 
     async def save(self, state: AppState, turns: Sequence[NewTurn]) -> tuple[str | None, str | None]:
@@ -92,9 +102,15 @@ def _as_turn(stored: StoredTurn, system: str | None) -> Turn:
     return Turn(
         prompt=t.prompt,
         answer=t.answer,
-        files=tuple(FileText(f.path, f.text, f.sha256) for f in t.files),
+        files=tuple(_as_file(f) for f in t.files),
         system=t.system if t.system and t.system != system else None,
     )
+
+
+def _as_file(stored: StoredFile) -> FileText:
+    if stored.media_type is None:
+        return FileText(stored.path, stored.text, stored.sha256)
+    return FileText(stored.path, earlier_media_note(stored.media_type, stored.sha256), stored.sha256)
 
 
 def _no_conversation(conversation_id: str, unsaved: str | None) -> str:

@@ -11,7 +11,7 @@ import anyio.lowlevel
 from ..adaptive_limit import AdaptiveLimiter
 from ..errors import UpstreamFailure
 from ..progress import Progress
-from ..providers.base import Completion, LLMRequest, Provider
+from ..providers.base import Completion, LLMRequest, Provider, media_refusal_hint
 from ..resilience import run_with_retries
 from .deadline import Deadline
 from .policy import CallLimits, answer_char_cap
@@ -135,6 +135,8 @@ async def run_call(
             try:
                 return await provider.stream(request, sink, stall_s=limits.stall_s)
             except UpstreamFailure as failure:
+                if failure.kind == "bad_request" and not failure.hint:
+                    failure.hint = media_refusal_hint(request)
                 if sink.parts:
                     failure.retryable = False
                     failure.partial_text = "".join(sink.parts)

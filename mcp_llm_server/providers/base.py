@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,17 +16,20 @@ from ..resilience import parse_retry_after, retry_status
 __all__ = [
     "REASONING_BUDGETS",
     "Completion",
+    "FileMedia",
     "FileText",
     "LLMRequest",
     "OutputFormat",
     "Provider",
     "ProviderId",
     "ReasoningEffort",
+    "SentFile",
     "StallClock",
     "StreamSink",
     "Turn",
     "Usage",
     "failure_from_status",
+    "media_refusal_hint",
     "normalise_stop_reason",
     "output_allowance",
     "stall_guard",
@@ -51,7 +55,7 @@ class LLMRequest:
     reasoning_effort: ReasoningEffort | None = None
     # Earlier turns of a conversation (oldest first) and files sent with this prompt: see `providers/history.py`.
     history: tuple[Turn, ...] = ()
-    files: tuple[FileText, ...] = ()
+    files: tuple[SentFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,43 @@ class FileText:
     path: str
     text: str
     sha256: str = ""
+
+    def estimated_chars(self) -> int:
+        """What it adds to the input, in characters (see `pricing.estimate_input_tokens`)."""
+        return len(self.text) + len(self.path)
+
+
+# Input tokens an image costs at most, as characters (4 a token): Anthropic downscales an image to about 1.15
+# megapixels, ~1,600 tokens; OpenAI's high detail costs at most ~1,500. A PDF costs about 1,500-3,000 tokens of
+# text per page plus an image of each page; its pages are counted from the uncompressed page objects.
+_IMAGE_CHARS = 4 * 1_600
+_PDF_PAGE_CHARS = 4 * 4_600
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+@dataclass(frozen=True, slots=True)
+class FileMedia:
+    """An image (PNG, JPEG, GIF, WebP) or a PDF sent with a prompt, as the API's own image or document input."""
+
+    path: str
+    media_type: str  # image/png, image/jpeg, image/gif, image/webp or application/pdf
+    data: bytes = field(repr=False)
+    sha256: str = ""
+
+    @property
+    def is_document(self) -> bool:
+        return self.media_type == "application/pdf"
+
+    def estimated_chars(self) -> int:
+        """A generous estimate of its input tokens, as characters (a PDF whose page objects are compressed counts
+        one page per 100 kB)."""
+        if not self.is_document:
+            return _IMAGE_CHARS
+        pages = len(_PDF_PAGE.findall(self.data)) or len(self.data) // 100_000 + 1
+        return pages * _PDF_PAGE_CHARS
+
+
+SentFile = FileText | FileMedia
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +224,17 @@ def failure_from_status(
         request_id=request_id,
         retryable=retry_status(status, headers),
         retry_after_s=parse_retry_after(headers),
+    )
+
+
+def media_refusal_hint(request: LLMRequest) -> str:
+    """What to do when the API refused a request that carried images or PDFs ("" when it carried none)."""
+    if not any(isinstance(file, FileMedia) for file in request.files):
+        return ""
+    return (
+        "The request carried images or PDFs (`files`): if this model does not take them, use one that does (a "
+        "vision model; for PDFs one that reads documents) or call without them; if one is too large for the "
+        "API, send a smaller one."
     )
 
 

@@ -51,7 +51,8 @@ def make_title(prompt: str) -> str:
 class StoredFile:
     path: str
     sha256: str
-    text: str
+    text: str  # "" for an image or PDF: its bytes are not stored
+    media_type: str | None = None  # an image's or PDF's; None for a text file (and rows written before media)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +334,7 @@ class ConversationStore:
                     model=turn.model,
                     system=turn.system,
                     prompt=turn.prompt,
-                    files=[{"path": f.path, "sha256": f.sha256, "text": f.text} for f in turn.files],
+                    files=[_file_row(f) for f in turn.files],
                     answer=turn.answer,
                     stop_reason=turn.stop_reason,
                     usage=dict(usage),
@@ -420,8 +421,15 @@ def _summary(row: Any, providers: tuple[str, ...], models: tuple[str, ...]) -> C
     )
 
 
+def _file_row(file: StoredFile) -> dict[str, str]:
+    row = {"path": file.path, "sha256": file.sha256, "text": file.text}
+    return row if file.media_type is None else {**row, "media_type": file.media_type}
+
+
 def _stored_turn(row: Any) -> StoredTurn:
-    files = tuple(StoredFile(f["path"], f.get("sha256", ""), f.get("text", "")) for f in row["files"] or [])
+    files = tuple(
+        StoredFile(f["path"], f.get("sha256", ""), f.get("text", ""), f.get("media_type")) for f in row["files"] or []
+    )
     turn = NewTurn(
         provider=row["provider"],
         model=row["model"],

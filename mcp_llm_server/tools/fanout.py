@@ -31,7 +31,7 @@ from ..render import cap_answers, error_result, success_result
 from ..results import AskManyResult, SkippedTarget, TargetAnswer, TargetError, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
-from ..store import NewTurn, StoredFile
+from ..store import NewTurn
 from .detached import DETACH_NOTE, detachable
 from .judging import JUDGE_SYSTEM, MAX_STANCE_CHARS, check_stances, judge_prompt, stance_requests
 from .params import ConversationId, Files, MaxTokens, Prompt, ReasoningEffortArg, System, TimeoutS
@@ -325,7 +325,7 @@ def _turn(call: ModelCall, prompt: str, answer: TargetAnswer) -> NewTurn:
         system=call.context.system,
         prompt=prompt,
         answer=answer.text or "",
-        files=tuple(StoredFile(f.path, f.sha256, f.text) for f in call.context.files),
+        files=call.context.stored_files(),
         stop_reason=answer.stop_reason,
         usage=usage.model_dump() if usage is not None else {},
     )

@@ -92,9 +92,10 @@ Files = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=4096)]] | None,
     Field(
         max_length=50,
-        description="Paths of text files the server reads and sends with the prompt, each labelled with its path "
-        "(saves pasting them). Relative paths start at the server's first allowed root (MCP_LLM_FILE_ROOTS, "
-        "else the client's MCP roots); files outside the roots, secrets (by name or content), special and "
-        "binary files and files over the size caps are refused before any model call.",
+        description="Paths of files the server reads and sends with the prompt, each labelled with its path "
+        "(saves pasting them): text, or PNG/JPEG/GIF/WebP images and PDFs, sent as image or document input. "
+        "Relative paths start at the server's first allowed root (MCP_LLM_FILE_ROOTS, else the client's MCP "
+        "roots); files outside the roots, secrets (by name or content), special and other binary files and files "
+        "over the size caps are refused before any model call.",
     ),
 ]
