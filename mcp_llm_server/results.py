@@ -53,8 +53,10 @@ class DetachFields(BaseModel):
 
 
 class SkippedTarget(BaseModel):
-    target: str = Field(description="`provider:model` of a failover target that could not answer.")
-    kind: str = Field(description="Why, for programs: not_configured, connection, rate_limited, not_found...")
+    """A failover target that could not answer: `kind` as in errors (connection, not_found...)."""
+
+    target: str
+    kind: str
     reason: str
 
 
