@@ -253,10 +253,13 @@ async def test_a_named_providers_budget_and_price(
         first = ok(await client.call_tool("ask", {"prompt": "hi", "model": "local", "max_tokens": 1}))
         refused = error_of(await client.call_tool("ask", {"prompt": "hi", "model": "local", "max_tokens": 1000}))
         other = ok(await client.call_tool("ask", {"prompt": "hi", "model": "openai"}))
+        usage = ok(await client.call_tool("usage_report", {}))
     assert first["cost_usd"] == pytest.approx(0.00101) and first["cost_note"] == "price from MCP_LLM_MODEL_PRICES"
     assert refused["kind"] == "budget_exceeded"
     assert 'MCP_LLM_PROVIDERS["local"].budget_daily_usd' in refused["message"]
     assert other["provider"] == "openai"
+    (cap,) = [b for b in usage["budgets"] if b["scope"] == "local"]
+    assert cap["period"] == "day" and cap["spent_usd"] == pytest.approx(0.00101)
 
 
 @pytest.mark.anyio

@@ -57,7 +57,7 @@ async def _reading(state: AppState, scope: str | None, caps: list[BudgetCap], *,
 def _caps_in_force(state: AppState, caller_id: str | None) -> list[BudgetCap]:
     """Every cap a call by `caller_id` may meet, whatever its provider (None: the shared caps alone)."""
     caps: dict[tuple[str, str], BudgetCap] = {}
-    for provider_id in ("openai", "anthropic"):
+    for provider_id in state.slots:
         for cap in budget_caps(state.settings, provider_id, caller_id or ""):  # "": no one's, its caps dropped
             if caller_id is not None or not _own(cap):
                 caps.setdefault((cap.scope, cap.period), cap)
