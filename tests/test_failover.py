@@ -159,3 +159,23 @@ def test_failover_alias_settings() -> None:
         load_settings(_env_file=None, model_aliases="x=openai:m1||anthropic:m2")
     parsed = load_settings(_env_file=None, model_aliases="x=OpenAI:m1 | claude:m2")
     assert parsed.model_aliases == {"x": "openai:m1|anthropic:m2"}
+
+
+@pytest.mark.anyio
+async def test_a_failover_call_detaches_and_get_answer_names_who_answered(
+    failover: SettingsFactory, standin: StandIn
+) -> None:
+    """A long `ask` on a failover alias comes back `running` (naming the first model it asks) and get_answer later
+    returns the whole result, naming the target that answered and the one skipped."""
+    standin.script_model("m-local", Reply(chunks=[f"w{i} " for i in range(40)], chunk_delay_s=0.05))
+    async with connect(failover(detach_after_s=0.5)) as client:
+        running = ok(await client.call_tool("ask", {"prompt": "hi", "model": "smart"}))
+        assert running["status"] == "running" and (running["provider"], running["model"]) == ("down", "m-down")
+        fetched = running
+        for _ in range(40):  # each get_answer waits at most the detach limit
+            fetched = ok(await client.call_tool("get_answer", {"answer_id": running["answer_id"]}))
+            if fetched["status"] == "complete":
+                break
+    assert fetched["status"] == "complete" and fetched["provider"] == "local"
+    assert fetched["text"] == "".join(f"w{i} " for i in range(40))
+    assert [s["target"] for s in fetched["skipped"]] == ["down:m-down"]

@@ -125,6 +125,15 @@ async def ask(
         return refusal_result(state, refused)
 
 
+def _view(state: AppState, spec: str) -> dict[str, str]:
+    """What a `running` result of `ask` shows: the first model the call asks (the spec itself when it names none)."""
+    try:
+        first = resolve_target(spec, state)[0]
+    except TargetInvalid:
+        return {"provider": "", "model": spec}
+    return {"provider": first.provider, "model": first.model}
+
+
 def _waiting_for(state: AppState, refs: tuple[ModelRef, ...]) -> str:
     first = refs[0]
     label = f"{state.slots[first.provider].label} {first.model}"
@@ -212,11 +221,10 @@ def _register_ask(server: MCPServer) -> None:
         conversation_id: ConversationId = None,
         files: Files = None,
     ) -> Annotated[CallToolResult, AskResult]:
-        provider, _, _ = model.partition(":")
         return await detachable(
             ctx,
             "ask",
-            {"provider": provider, "model": model},
+            _view(app_state(ctx), model),
             lambda: ask(
                 ctx,
                 "ask",
