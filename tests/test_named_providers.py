@@ -271,3 +271,22 @@ async def test_a_named_providers_key_never_comes_back(named: SettingsFactory, re
     assert failed.is_error and "bad request" in text_of(failed)
     for result in (failed, echoed):
         assert REMOTE_KEY not in text_of(result) + json.dumps(result.structured_content) + json.dumps(result.meta)
+
+
+@pytest.mark.anyio
+async def test_extract_json_with_a_named_provider(named: SettingsFactory, standin: StandIn, remote: StandIn) -> None:
+    """`extract_json`'s provider may be a named one; the output format follows its API (Chat Completions'
+    `response_format` for `local`, the Messages API's for `remote`)."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    standin.script(Reply(text='{"n": 1}'))
+    remote.script(Reply(text='{"n": 2}'))
+    async with connect(named()) as client:
+        local = ok(await client.call_tool("extract_json", {"text": "one", "schema": schema, "provider": "local"}))
+        far = ok(await client.call_tool("extract_json", {"text": "two", "schema": schema, "provider": "remote"}))
+        unknown = error_of(await client.call_tool("extract_json", {"text": "x", "schema": schema, "provider": "lm"}))
+    assert local == {"n": 1} and far == {"n": 2}
+    (chat,) = [r for r in standin.requests if r.api == "chat"]
+    (messages,) = [r for r in remote.requests if r.api == "messages"]
+    assert chat.body["model"] == "qwen3" and "response_format" in chat.body
+    assert messages.body["model"] == "remote-large" and "response_format" not in messages.body
+    assert unknown["kind"] == "invalid_provider" and "openai, anthropic, local, remote" in unknown["message"]
