@@ -123,6 +123,15 @@ from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import load_settings
 
+def peak_mb():
+    # This process's own high-water mark. ru_maxrss is not: Linux carries it over from the process that forked this
+    # one (pytest, hundreds of MB into a full run) through the exec.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 async def main():
     with StandIn() as standin:
         standin.script(Reply.endless("z" * 4000, max_s=120))
@@ -132,7 +141,7 @@ async def main():
             started = time.monotonic()
             result = await client.call_tool("ask_openai", {"prompt": "go", "timeout_s": 5})
             took = time.monotonic() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_mb()
     print(json.dumps({"took": took, "rss_mb": rss_mb, "is_error": result.is_error,
                       "chars": sum(len(b.text) for b in result.content)}))
 
@@ -151,7 +160,7 @@ def test_endless_stream_memory_and_deadline(tmp_path: Path) -> None:
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["is_error"]
     assert figures["took"] < 6.5, figures  # 5 s + the second the issue allows + slack for a loaded machine
-    assert figures["rss_mb"] < 400, figures
+    assert figures["rss_mb"] < 200, figures  # about 96 MB measured
     assert figures["chars"] < 90_000, figures  # the default output cap (80,000) plus the error's words
 
 
