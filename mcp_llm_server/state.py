@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from .errors import ProviderNotConfigured
 from .files import FileLimits
 from .model_catalog import ModelCache
 from .pricing import Pricing
+from .provider_health import ProviderHealth
 from .providers.anthropic_api import AnthropicMessages
 from .providers.base import Provider, ProviderId
 from .providers.openai_api import OpenAIChat, OpenAIResponses
@@ -79,6 +80,7 @@ class AppState:
     pricing: Pricing
     spend: SpendStore
     detacher: Detacher  # runs the model tools' calls; detached ones are fetched later by id
+    health: ProviderHealth = field(default_factory=ProviderHealth)  # providers found unreachable lately
 
     async def aclose(self) -> None:
         for client in self.clients:

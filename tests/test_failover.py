@@ -179,3 +179,30 @@ async def test_a_failover_call_detaches_and_get_answer_names_who_answered(
     assert fetched["status"] == "complete" and fetched["provider"] == "local"
     assert fetched["text"] == "".join(f"w{i} " for i in range(40))
     assert [s["target"] for s in fetched["skipped"]] == ["down:m-down"]
+
+
+@pytest.mark.anyio
+async def test_a_provider_found_unreachable_is_passed_over_for_a_while(
+    make_settings: SettingsFactory, standin: StandIn
+) -> None:
+    """Once a provider's connection failed (its retries spent), the next calls' failover lists pass it over without
+    a request, saying why; as a list's last target, or asked alone, it is still tried, and an answer clears it."""
+    with StandIn() as flaky:
+        named = {
+            "flaky": {"base_url": flaky.openai_base_url, "api": "chat", "default_model": "m-flaky"},
+            "local": {"base_url": standin.openai_base_url, "api": "chat", "default_model": "m-local"},
+        }
+        aliases = {"first": "flaky:m-flaky|local:m-local", "last": "local:m-gone|flaky:m-flaky"}
+        settings = make_settings(providers=json.dumps(named), model_aliases=json.dumps(aliases), max_attempts=2)
+        flaky.script(Reply.reset(), Reply.reset())
+        standin.script_model("m-gone", Reply.error(404, message="no such model", error_type="not_found_error"))
+        async with connect(settings) as client:
+            first = ok(await client.call_tool("ask", {"prompt": "hi", "model": "first"}))
+            assert first["skipped"][0]["kind"] == "connection" and len(model_calls(flaky)) == 2
+            second = ok(await client.call_tool("ask", {"prompt": "hi", "model": "first"}))
+            assert second["provider"] == "local" and len(model_calls(flaky)) == 2  # no request this time
+            assert "not asked: its connection failed" in second["skipped"][0]["reason"]
+            last = ok(await client.call_tool("ask", {"prompt": "hi", "model": "last"}))  # the last target: tried
+            assert last["provider"] == "flaky" and len(model_calls(flaky)) == 3
+            third = ok(await client.call_tool("ask", {"prompt": "hi", "model": "first"}))  # cleared by that answer
+            assert third["provider"] == "flaky" and third["skipped"] is None

@@ -2,7 +2,9 @@
 
 A target is skipped when it cannot answer: not configured, out of budget, no connection, retries exhausted on
 429/5xx/529, an unknown model, a bad key, a stream that stalled. A 400 (the request is wrong, and would be wrong
-for the next target too), a refusal, or the call's own deadline end the list: that failure is the call's.
+for the next target too), a refusal, or the call's own deadline end the list: that failure is the call's. A
+provider whose connection failed is passed over without a request for a while (`provider_health`), unless it is
+the list's last target.
 """
 
 from __future__ import annotations
@@ -75,13 +77,21 @@ def _skipped(ref: ModelRef, error: UpstreamFailure | CallRefused) -> Skipped:
 
 async def answer_first(call: ModelCall, refs: Sequence[ModelRef], request: LLMRequest, progress: Progress) -> Answered:
     """The first answer of `refs` in order (`request` with each one's model); raises `FailoverFailed`."""
+    health = call.state.health
     skipped: list[Skipped] = []
     for index, ref in enumerate(refs):
+        last = index == len(refs) - 1
+        down = None if last else health.down_note(ref.provider)
+        if down is not None:
+            skipped.append(Skipped(str(ref), "connection", f"{ref.provider}: {down}"))
+            continue
         try:
             metered = await call.answer(ref.provider, replace(request, model=ref.model), progress)
+            health.answered(ref.provider)
             return Answered(ref, metered, skipped)
         except (UpstreamFailure, CallRefused) as error:
-            last = index == len(refs) - 1
+            if error.kind == "connection":
+                health.unreachable(ref.provider)
             if last or not _switches(error):
                 raise FailoverFailed(error, skipped) from None
             skipped.append(_skipped(ref, error))
