@@ -206,3 +206,22 @@ async def test_a_provider_found_unreachable_is_passed_over_for_a_while(
             assert last["provider"] == "flaky" and len(model_calls(flaky)) == 3
             third = ok(await client.call_tool("ask", {"prompt": "hi", "model": "first"}))  # cleared by that answer
             assert third["provider"] == "flaky" and third["skipped"] is None
+
+
+@pytest.mark.anyio
+async def test_extract_json_fails_over_before_its_first_answer(failover: SettingsFactory, standin: StandIn) -> None:
+    """A failover alias as extract_json's `model`: a provider that is down is skipped (said in `_meta`), the next
+    one extracts; a target that answered keeps the repair attempts (no switch after an answer)."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    standin.script_model("m-local", Reply(text="not json"), Reply(text='{"n": 3}'), Reply(text='{"n": 1}'))
+    async with connect(failover()) as client:
+        result = await client.call_tool("extract_json", {"text": "three", "schema": schema, "model": "smart"})
+        spare = await client.call_tool("extract_json", {"text": "one", "schema": schema, "model": "spare"})
+    assert ok(result) == {"n": 3}
+    summary = (result.meta or {})["mcp-llm-server/extract_json"]
+    assert summary["provider"] == "local" and summary["attempts"] == 2
+    assert [s["target"] for s in summary["skipped"]] == ["down:m-down"]
+    assert model_calls(standin).count("m-local") == 2 + 1  # two attempts, then `spare`'s second target
+    assert ok(spare) == {"n": 1}
+    (skipped,) = (spare.meta or {})["mcp-llm-server/extract_json"]["skipped"]
+    assert skipped["kind"] == "not_configured" and "KEYLESS_TEST_KEY" in skipped["reason"]

@@ -10,7 +10,7 @@ the list's last target.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..aliases import ModelRef
@@ -20,7 +20,16 @@ from ..providers.base import LLMRequest
 from .call import CallRefused, ModelCall
 from .metering import Metered
 
-__all__ = ["Answered", "FailoverFailed", "Skipped", "answer_first"]
+__all__ = [
+    "Answered",
+    "FailoverFailed",
+    "Skipped",
+    "answer_first",
+    "noted",
+    "skipped_for",
+    "switches",
+    "targets_to_ask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,37 +73,52 @@ class FailoverFailed(Exception):
         self.skipped = skipped
 
 
-def _switches(error: UpstreamFailure | CallRefused) -> bool:
+def switches(error: UpstreamFailure | CallRefused) -> bool:
+    """Whether the next target is asked after this failure."""
     if isinstance(error, CallRefused):
         return error.kind in _SWITCH_REFUSALS
     return error.kind in _SWITCH_FAILURES
 
 
-def _skipped(ref: ModelRef, error: UpstreamFailure | CallRefused) -> Skipped:
+def skipped_for(ref: ModelRef, error: UpstreamFailure | CallRefused) -> Skipped:
     reason = error.describe_briefly() if isinstance(error, UpstreamFailure) else str(error)
     return Skipped(str(ref), error.kind, reason)
 
 
-async def answer_first(call: ModelCall, refs: Sequence[ModelRef], request: LLMRequest, progress: Progress) -> Answered:
-    """The first answer of `refs` in order (`request` with each one's model); raises `FailoverFailed`."""
-    health = call.state.health
-    skipped: list[Skipped] = []
+def targets_to_ask(call: ModelCall, refs: Sequence[ModelRef], skipped: list[Skipped]) -> Iterator[tuple[int, bool]]:
+    """The index of each target to ask, in order, and whether it is the last; a target whose provider was found
+    unreachable lately is added to `skipped` instead (the last target is always asked)."""
     for index, ref in enumerate(refs):
         last = index == len(refs) - 1
-        down = None if last else health.down_note(ref.provider)
-        if down is not None:
+        down = None if last else call.state.health.down_note(ref.provider)
+        if down is None:
+            yield index, last
+        else:
             skipped.append(Skipped(str(ref), "connection", f"{ref.provider}: {down}"))
-            continue
+
+
+def noted(call: ModelCall, ref: ModelRef, error: UpstreamFailure | CallRefused | None) -> None:
+    """Tell the provider's health how the target did (None: it answered)."""
+    if error is None:
+        call.state.health.answered(ref.provider)
+    elif error.kind == "connection":
+        call.state.health.unreachable(ref.provider)
+
+
+async def answer_first(call: ModelCall, refs: Sequence[ModelRef], request: LLMRequest, progress: Progress) -> Answered:
+    """The first answer of `refs` in order (`request` with each one's model); raises `FailoverFailed`."""
+    skipped: list[Skipped] = []
+    for index, last in targets_to_ask(call, refs, skipped):
+        ref = refs[index]
         try:
             metered = await call.answer(ref.provider, replace(request, model=ref.model), progress)
-            health.answered(ref.provider)
+            noted(call, ref, None)
             return Answered(ref, metered, skipped)
         except (UpstreamFailure, CallRefused) as error:
-            if error.kind == "connection":
-                health.unreachable(ref.provider)
-            if last or not _switches(error):
+            noted(call, ref, error)
+            if last or not switches(error):
                 raise FailoverFailed(error, skipped) from None
-            skipped.append(_skipped(ref, error))
+            skipped.append(skipped_for(ref, error))
             logger.warning("%s could not answer (%s); asking %s", ref, error.kind, refs[index + 1])
             await progress.status(f"{ref} could not answer ({error.kind}); asking {refs[index + 1]}")
     raise AssertionError("answer_first needs at least one target")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,16 +21,17 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from ..aliases import resolve_alias
+from ..aliases import ModelRef, resolve_alias
 from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
+from ..pipeline.failover import Skipped, noted, skipped_for, switches, targets_to_ask
 from ..pipeline.targets import provider_named
 from ..pricing import nanos_to_usd
 from ..progress import SendProgress
 from ..providers.base import OutputFormat, ProviderId
 from ..providers_config import ApiStyle
-from ..render import error_result
+from ..render import ERROR_META_KEY, error_result
 from ..sdk_adapter import app_state
 from ..state import AppState
 from .detached import DETACH_NOTE, detachable
@@ -106,6 +107,15 @@ def format_ladder(checked: CheckedSchema, api: ApiStyle) -> list[OutputFormat | 
     return ladder
 
 
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """What every attempt is built from."""
+
+    text: str
+    schema_json: str
+    instructions: str | None
+
+
 @dataclass
 class _Run:
     """What the attempts of one call have gathered so far."""
@@ -121,8 +131,10 @@ class _Run:
     last_stop_reason: str | None = None
     cost_nanos: int = 0
     cost_note: str | None = None  # set when an attempt's price is unknown (then the total is null)
+    answers: int = 0  # answers received (valid or not)
 
     def add(self, metered: Metered) -> None:
+        self.answers += 1
         outcome = metered.outcome
         if metered.cost.nanos is None:
             self.cost_note = metered.cost.note
@@ -261,8 +273,8 @@ def _upstream_error(
 
 
 def _extract_provider(state: AppState, provider: str | None, model: str | None) -> ProviderId:
-    """The provider named, or the one of the model's alias (one of the first target's, for a failover alias),
-    or the server's default."""
+    """The provider named, or the one of the model's alias (of its first target, for a failover alias), or the
+    server's default."""
     if provider is not None:
         named = provider_named(provider, state)
         if named is None:
@@ -272,6 +284,55 @@ def _extract_provider(state: AppState, provider: str | None, model: str | None) 
         return named
     refs = resolve_alias(state.settings.model_aliases, model) if model else None
     return refs[0].provider if refs else state.settings.extract_provider
+
+
+def _targets(call: ModelCall, provider: str | None, provider_id: ProviderId, model: str | None) -> tuple[ModelRef, ...]:
+    """The models to ask, in failover order: a failover alias's (when no provider is named), else one."""
+    refs = resolve_alias(call.settings.model_aliases, model) if model and provider is None else None
+    if refs is not None and len(refs) > 1:
+        return refs
+    return (ModelRef(provider_id, call.model(provider_id, model)),)
+
+
+async def _first_extraction(
+    call: ModelCall, refs: tuple[ModelRef, ...], new_run: Callable[[str], _Run], prompt: _Prompt
+) -> CallToolResult:
+    """`_attempts` with each target in turn until one answers (failover moves on only before its first answer)."""
+    skipped: list[Skipped] = []
+    for index, last in targets_to_ask(call, refs, skipped):
+        ref = refs[index]
+        run = new_run(ref.model)
+        try:
+            call.provider(ref.provider)
+            result = await _attempts(call, run, ref.provider, prompt, may_switch=not last)
+            if run.answers:
+                noted(call, ref, None)
+            return _with_skipped(result, skipped)
+        except (UpstreamFailure, CallRefused) as error:
+            noted(call, ref, error)
+            if isinstance(error, CallRefused) and (last or run.answers or not switches(error)):
+                raise _refused_after(error, skipped) from None
+            skipped.append(skipped_for(ref, error))
+            logger.warning("extract_json: %s could not answer (%s); asking %s", ref, error.kind, refs[index + 1])
+    raise AssertionError("_first_extraction needs at least one target")
+
+
+def _refused_after(refused: CallRefused, skipped: list[Skipped]) -> CallRefused:
+    if not skipped:
+        return refused
+    tried = "".join(f"\n- {s.target}: skipped ({s.reason})" for s in skipped)
+    details = {**refused.details, "skipped": [asdict(s) for s in skipped]}
+    return CallRefused(refused.kind, f"{refused}\n\nTargets tried before:{tried}", details)
+
+
+def _with_skipped(result: CallToolResult, skipped: list[Skipped]) -> CallToolResult:
+    """The result, with the failover targets passed over in its `_meta` (the structured content is the value)."""
+    if not skipped:
+        return result
+    meta = dict(result.meta or {})
+    key = META_KEY if META_KEY in meta else ERROR_META_KEY
+    meta[key] = {**meta.get(key, {}), "skipped": [asdict(s) for s in skipped]}
+    return result.model_copy(update={"meta": meta})
 
 
 async def extract_json(
@@ -308,34 +369,41 @@ async def extract_json(
                     )
                 except SchemaProblem as exc:
                     raise CallRefused("invalid_schema", str(exc)) from None
-            call.provider(provider_id)
-            run = _Run(checked=checked, max_attempts=max_attempts, model=call.model(provider_id, model))
+            refs = _targets(call, provider, provider_id, model)
             schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
             call.check_prompt_size(
                 len(text) + len(instructions or "") + len(schema_json), "The text, instructions and schema together"
             )
             call.send = _counting(call.send)
-            return await _attempts(call, run, provider_id, text, schema_json, instructions)
+
+            def new_run(ref_model: str) -> _Run:
+                return _Run(checked=checked, max_attempts=max_attempts, model=ref_model)
+
+            return await _first_extraction(call, refs, new_run, _Prompt(text, schema_json, instructions))
     except CallRefused as refused:
         return refusal_result(state, refused)
 
 
 async def _attempts(
-    call: ModelCall, run: _Run, provider_id: ProviderId, text: str, schema_json: str, instructions: str | None
+    call: ModelCall, run: _Run, provider_id: ProviderId, given: _Prompt, *, may_switch: bool = False
 ) -> CallToolResult:
-    """Ask, validate, and send an invalid answer back with its errors, up to `run.max_attempts` times."""
+    """Ask, validate, and send an invalid answer back with its errors, up to `run.max_attempts` times.
+
+    With `may_switch`, a failure that moves failover on (`switches`) before any answer is raised instead."""
     from ..jsonschema_tools import ValidationTimeout, extract_within
 
     ladder = format_ladder(run.checked, call.state.slots[provider_id].api)
     last: Extraction | None = None
     while run.attempts < run.max_attempts:
         run.attempts += 1
-        prompt = _build_prompt(text, schema_json, instructions, run, last)
+        prompt = _build_prompt(given.text, given.schema_json, given.instructions, run, last)
         if call.context.files:
             prompt = _FILES_NOTE + prompt
         try:
             metered = await _ask(call, provider_id, ladder, prompt, run)
         except UpstreamFailure as failure:
+            if may_switch and last is None and switches(failure):
+                raise
             return _upstream_error(call.state, run, failure, provider_id, run.model)
         run.add(metered)
         try:
