@@ -256,7 +256,9 @@ async def test_a_conversation_keeps_a_note_not_the_bytes(
         "again in `files` to show it again]\n</file>\n\nWhat is it?"
     )
     assert b64(png_bytes()) not in json.dumps(standin.requests[1].body)
-    assert detail["turns"][0]["files"] == [{"path": "img/shot.png", "sha256": digest, "chars": 0}]
+    assert detail["turns"][0]["files"] == [
+        {"path": "img/shot.png", "sha256": digest, "chars": 0, "media_type": "image/png"}
+    ]
 
 
 async def test_upstream_refusing_images(make_settings: SettingsFactory, standin: StandIn, root: Path) -> None:

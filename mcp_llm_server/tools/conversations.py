@@ -53,7 +53,8 @@ class ConversationList(BaseModel):
 class FileInfo(BaseModel):
     path: str = Field(description="The path as the call gave it.")
     sha256: str = Field(description="SHA-256 of the file's bytes when it was sent.")
-    chars: int = Field(description="Characters sent.")
+    chars: int = Field(description="Characters sent (0 for an image or PDF, whose bytes are not kept).")
+    media_type: str | None = Field(default=None, description="An image's or PDF's type; null for a text file.")
 
 
 class TurnInfo(BaseModel):
@@ -106,7 +107,7 @@ def _detail(conversation: Conversation) -> ConversationDetail:
             model=t.model,
             system=t.system,
             prompt=t.prompt,
-            files=[FileInfo(path=f.path, sha256=f.sha256, chars=len(f.text)) for f in t.files],
+            files=[FileInfo(path=f.path, sha256=f.sha256, chars=len(f.text), media_type=f.media_type) for f in t.files],
             answer=t.answer,
             stop_reason=t.stop_reason,
             usage=dict(t.usage),
