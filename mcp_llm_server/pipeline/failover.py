@@ -17,18 +17,20 @@ from ..aliases import ModelRef
 from ..errors import UpstreamFailure
 from ..progress import Progress
 from ..providers.base import LLMRequest
+from ..results import SkippedTarget
 from .call import CallRefused, ModelCall
 from .metering import Metered
 
 __all__ = [
     "Answered",
     "FailoverFailed",
-    "Skipped",
     "answer_first",
     "noted",
+    "refused_after",
     "skipped_for",
     "switches",
     "targets_to_ask",
+    "tried_before",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,24 +52,17 @@ _SWITCH_FAILURES = frozenset(
 _SWITCH_REFUSALS = frozenset({"not_configured", "budget_exceeded", "budget_unavailable"})
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    target: str  # `provider:model`
-    kind: str
-    reason: str
-
-
 @dataclass(slots=True)
 class Answered:
     ref: ModelRef
     metered: Metered
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedTarget] = field(default_factory=list)
 
 
 class FailoverFailed(Exception):
     """No target answered: `error` is the last failure (or the one that ended the list), `skipped` the others."""
 
-    def __init__(self, error: UpstreamFailure | CallRefused, skipped: list[Skipped]) -> None:
+    def __init__(self, error: UpstreamFailure | CallRefused, skipped: list[SkippedTarget]) -> None:
         super().__init__(str(error))
         self.error = error
         self.skipped = skipped
@@ -80,12 +75,29 @@ def switches(error: UpstreamFailure | CallRefused) -> bool:
     return error.kind in _SWITCH_FAILURES
 
 
-def skipped_for(ref: ModelRef, error: UpstreamFailure | CallRefused) -> Skipped:
+def skipped_for(ref: ModelRef, error: UpstreamFailure | CallRefused) -> SkippedTarget:
     reason = error.describe_briefly() if isinstance(error, UpstreamFailure) else str(error)
-    return Skipped(str(ref), error.kind, reason)
+    return SkippedTarget(target=str(ref), kind=error.kind, reason=reason)
 
 
-def targets_to_ask(call: ModelCall, refs: Sequence[ModelRef], skipped: list[Skipped]) -> Iterator[tuple[int, bool]]:
+def tried_before(skipped: list[SkippedTarget]) -> str:
+    """The targets passed over, in words for the end of an error message ("" when none was)."""
+    if not skipped:
+        return ""
+    return "\n\nTargets tried before:" + "".join(f"\n- {s.target}: skipped ({s.reason})" for s in skipped)
+
+
+def refused_after(refused: CallRefused, skipped: list[SkippedTarget]) -> CallRefused:
+    """A refusal that ended a failover list, saying which targets were passed over before it."""
+    if not skipped:
+        return refused
+    details = {**refused.details, "skipped": [s.model_dump() for s in skipped]}
+    return CallRefused(refused.kind, f"{refused}{tried_before(skipped)}", details)
+
+
+def targets_to_ask(
+    call: ModelCall, refs: Sequence[ModelRef], skipped: list[SkippedTarget]
+) -> Iterator[tuple[int, bool]]:
     """The index of each target to ask, in order, and whether it is the last; a target whose provider was found
     unreachable lately is added to `skipped` instead (the last target is always asked)."""
     for index, ref in enumerate(refs):
@@ -94,7 +106,7 @@ def targets_to_ask(call: ModelCall, refs: Sequence[ModelRef], skipped: list[Skip
         if down is None:
             yield index, last
         else:
-            skipped.append(Skipped(str(ref), "connection", f"{ref.provider}: {down}"))
+            skipped.append(SkippedTarget(target=str(ref), kind="connection", reason=f"{ref.provider}: {down}"))
 
 
 def noted(call: ModelCall, ref: ModelRef, error: UpstreamFailure | CallRefused | None) -> None:
@@ -107,7 +119,7 @@ def noted(call: ModelCall, ref: ModelRef, error: UpstreamFailure | CallRefused |
 
 async def answer_first(call: ModelCall, refs: Sequence[ModelRef], request: LLMRequest, progress: Progress) -> Answered:
     """The first answer of `refs` in order (`request` with each one's model); raises `FailoverFailed`."""
-    skipped: list[Skipped] = []
+    skipped: list[SkippedTarget] = []
     for index, last in targets_to_ask(call, refs, skipped):
         ref = refs[index]
         try:

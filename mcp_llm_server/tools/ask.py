@@ -14,11 +14,11 @@ from mcp.types import CallToolResult, ToolAnnotations
 from ..aliases import AliasMismatch, ModelRef, model_for
 from ..client_roots import ClientRoots, root_paths
 from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
-from ..pipeline.failover import Answered, FailoverFailed, answer_first
+from ..pipeline.failover import Answered, FailoverFailed, answer_first, refused_after, tried_before
 from ..pipeline.targets import TargetInvalid, default_model, resolve_target
 from ..providers.base import ProviderId, ReasoningEffort
 from ..render import answer_result, error_result
-from ..results import AskResult, SkippedTarget, TokenUsage
+from ..results import AskResult, TokenUsage
 from ..sdk_adapter import app_state
 from ..state import AppState
 from .detached import DETACH_NOTE, detachable
@@ -141,24 +141,17 @@ def _waiting_for(state: AppState, refs: tuple[ModelRef, ...]) -> str:
 
 
 def _failure_result(call: ModelCall, failed: FailoverFailed) -> CallToolResult:
-    skipped = [SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in failed.skipped]
-    skipped_note = "".join(f"\n- {s.target}: skipped ({s.reason})" for s in skipped)
     failure = failed.error
     if isinstance(failure, CallRefused):
-        if not skipped:
-            raise failure
-        failure.details["skipped"] = [s.model_dump() for s in skipped]
-        raise CallRefused(failure.kind, f"{failure}\n\nTargets tried before:{skipped_note}", failure.details)
+        raise refused_after(failure, failed.skipped)
     logger.warning("%s", failure.describe_briefly())
-    message = failure.describe()
-    if skipped:
-        message += f"\n\nTargets tried before:{skipped_note}"
+    message = failure.describe() + tried_before(failed.skipped)
     if failure.partial_text:
         message += f"\n\nPartial answer received before the failure:\n{failure.partial_text}"
     structured = failure.as_structured()
     structured["partial_text"] = failure.partial_text[: call.settings.max_output_chars]
-    if skipped:
-        structured["skipped"] = [s.model_dump() for s in skipped]
+    if failed.skipped:
+        structured["skipped"] = [s.model_dump() for s in failed.skipped]
     if call.context.continued:
         structured["conversation_id"] = call.context.conversation_id
     return error_result(call.state, message, structured)
@@ -186,7 +179,7 @@ def _result(call: ModelCall, answered: Answered, saved_to: str | None, save_note
         conversation_id=saved_to,
         turns_omitted=call.context.turns_omitted,
         notes=notes or None,
-        skipped=[SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in answered.skipped] or None,
+        skipped=answered.skipped or None,
     )
     return result.model_dump(mode="json", exclude_none=False)
 

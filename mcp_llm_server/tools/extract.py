@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,13 +25,14 @@ from ..aliases import ModelRef, resolve_alias
 from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
-from ..pipeline.failover import Skipped, noted, skipped_for, switches, targets_to_ask
+from ..pipeline.failover import noted, refused_after, skipped_for, switches, targets_to_ask
 from ..pipeline.targets import provider_named
 from ..pricing import nanos_to_usd
 from ..progress import SendProgress
 from ..providers.base import OutputFormat, ProviderId
 from ..providers_config import ApiStyle
 from ..render import ERROR_META_KEY, error_result
+from ..results import SkippedTarget
 from ..sdk_adapter import app_state
 from ..state import AppState
 from .detached import DETACH_NOTE, detachable
@@ -298,7 +299,7 @@ async def _first_extraction(
     call: ModelCall, refs: tuple[ModelRef, ...], new_run: Callable[[str], _Run], prompt: _Prompt
 ) -> CallToolResult:
     """`_attempts` with each target in turn until one answers (failover moves on only before its first answer)."""
-    skipped: list[Skipped] = []
+    skipped: list[SkippedTarget] = []
     for index, last in targets_to_ask(call, refs, skipped):
         ref = refs[index]
         run = new_run(ref.model)
@@ -311,27 +312,19 @@ async def _first_extraction(
         except (UpstreamFailure, CallRefused) as error:
             noted(call, ref, error)
             if isinstance(error, CallRefused) and (last or run.answers or not switches(error)):
-                raise _refused_after(error, skipped) from None
+                raise refused_after(error, skipped) from None
             skipped.append(skipped_for(ref, error))
             logger.warning("extract_json: %s could not answer (%s); asking %s", ref, error.kind, refs[index + 1])
     raise AssertionError("_first_extraction needs at least one target")
 
 
-def _refused_after(refused: CallRefused, skipped: list[Skipped]) -> CallRefused:
-    if not skipped:
-        return refused
-    tried = "".join(f"\n- {s.target}: skipped ({s.reason})" for s in skipped)
-    details = {**refused.details, "skipped": [asdict(s) for s in skipped]}
-    return CallRefused(refused.kind, f"{refused}\n\nTargets tried before:{tried}", details)
-
-
-def _with_skipped(result: CallToolResult, skipped: list[Skipped]) -> CallToolResult:
+def _with_skipped(result: CallToolResult, skipped: list[SkippedTarget]) -> CallToolResult:
     """The result, with the failover targets passed over in its `_meta` (the structured content is the value)."""
     if not skipped:
         return result
     meta = dict(result.meta or {})
     key = META_KEY if META_KEY in meta else ERROR_META_KEY
-    meta[key] = {**meta.get(key, {}), "skipped": [asdict(s) for s in skipped]}
+    meta[key] = {**meta.get(key, {}), "skipped": [s.model_dump() for s in skipped]}
     return result.model_copy(update={"meta": meta})
 
 

@@ -22,7 +22,7 @@ from pydantic import Field
 from ..aliases import ModelRef
 from ..client_roots import ClientRoots, root_paths
 from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
-from ..pipeline.failover import FailoverFailed, Skipped, answer_first
+from ..pipeline.failover import FailoverFailed, answer_first
 from ..pipeline.targets import TargetInvalid, resolve_target
 from ..pricing import NANOS_PER_USD, nanos_to_usd
 from ..progress import FanoutProgress
@@ -140,7 +140,7 @@ def parse_targets(specs: list[str] | None, state: AppState) -> list[Target]:
 
 
 def _failed(
-    target: Target, started: float, error: TargetError, attempts: int, skipped: list[Skipped] | None = None
+    target: Target, started: float, error: TargetError, attempts: int, skipped: list[SkippedTarget] | None = None
 ) -> TargetAnswer:
     return TargetAnswer(
         target=target.label,
@@ -153,7 +153,7 @@ def _failed(
         attempts=attempts,
         request_id=error.request_id,
         error=error,
-        skipped=_skipped_targets(skipped or []),
+        skipped=skipped or None,
     )
 
 
@@ -190,12 +190,8 @@ async def _ask_target(call: ModelCall, target: Target, request: LLMRequest, prog
         attempts=outcome.attempts,
         request_id=completion.request_id,
         error=None,
-        skipped=_skipped_targets(answered.skipped),
+        skipped=answered.skipped or None,
     )
-
-
-def _skipped_targets(skipped: list[Skipped]) -> list[SkippedTarget] | None:
-    return [SkippedTarget(target=s.target, kind=s.kind, reason=s.reason) for s in skipped] or None
 
 
 def _failover_error(call: ModelCall, target: Target, failed: FailoverFailed) -> tuple[TargetError, int]:
