@@ -34,7 +34,7 @@ from .policy import CallLimits, budget_caps, call_limits
 from .run import Consumed, run_call
 from .targets import TargetInvalid, default_model
 
-__all__ = ["CallRefused", "ModelCall", "deadline_refusal", "model_call", "refusal_result"]
+__all__ = ["CallRefused", "ModelCall", "deadline_refusal", "model_call", "model_of", "refusal_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,19 @@ def refusal_result(state: AppState, refused: CallRefused) -> CallToolResult:
     return error_result(state, str(refused), {"error": refused.details})
 
 
+def model_of(state: AppState, provider_id: ProviderId, model: str | None) -> str:
+    """The concrete model a call to one provider asks: its default, an alias of its own, or `model` as given.
+    Raises `CallRefused` for an alias of another provider (or a failover alias), or no default model."""
+    try:
+        if model is None:
+            return default_model(state.slots[provider_id])
+        return model_for(state.settings.model_aliases, provider_id, model, model)
+    except AliasMismatch as exc:
+        raise CallRefused("alias_mismatch", str(exc)) from None
+    except TargetInvalid as exc:
+        raise CallRefused("invalid_target", str(exc)) from None
+
+
 @dataclass
 class ModelCall:
     state: AppState
@@ -85,17 +98,6 @@ class ModelCall:
             return slot, slot.require()
         except ProviderNotConfigured as exc:
             raise CallRefused("not_configured", str(exc), {"variable": exc.variable}) from None
-
-    def model(self, provider_id: ProviderId, model: str | None) -> str:
-        slot = self.state.slots[provider_id]
-        try:
-            if model is None:
-                return default_model(slot)
-            return model_for(self.settings.model_aliases, provider_id, model, model)
-        except AliasMismatch as exc:
-            raise CallRefused("alias_mismatch", str(exc)) from None
-        except TargetInvalid as exc:
-            raise CallRefused("invalid_target", str(exc)) from None
 
     def check_prompt_size(self, chars: int, what: str = "The prompt") -> None:
         limit = self.settings.max_prompt_chars

@@ -11,11 +11,12 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ToolAnnotations
 
-from ..aliases import AliasMismatch, ModelRef, model_for
+from ..aliases import ModelRef
 from ..client_roots import ClientRoots, root_paths
 from ..pipeline import CallRefused, ModelCall, model_call, refusal_result
+from ..pipeline.call import model_of
 from ..pipeline.failover import Answered, FailoverFailed, answer_first, refused_after, tried_before
-from ..pipeline.targets import TargetInvalid, default_model, resolve_target
+from ..pipeline.targets import TargetInvalid, resolve_target
 from ..providers.base import ProviderId, ReasoningEffort
 from ..render import answer_result, error_result
 from ..results import AskResult, TokenUsage
@@ -55,13 +56,7 @@ def fixed_provider(provider_id: ProviderId, model: str | None) -> TargetsOf:
     """`model` (an alias of this provider's, or the default when None) of one provider: `ask_openai`/`ask_claude`."""
 
     def targets(state: AppState) -> tuple[ModelRef, ...]:
-        slot = state.slots[provider_id]
-        try:
-            return (
-                ModelRef(provider_id, model_for(state.settings.model_aliases, provider_id, model, default_model(slot))),
-            )
-        except AliasMismatch as exc:
-            raise CallRefused("alias_mismatch", str(exc)) from None
+        return (ModelRef(provider_id, model_of(state, provider_id, model)),)
 
     return targets
 

@@ -25,6 +25,7 @@ from ..aliases import ModelRef, resolve_alias
 from ..client_roots import ClientRoots, root_paths
 from ..errors import UpstreamFailure
 from ..pipeline import CallRefused, Metered, ModelCall, model_call, refusal_result
+from ..pipeline.call import model_of
 from ..pipeline.failover import noted, refused_after, skipped_for, switches, targets_to_ask
 from ..pipeline.targets import provider_named
 from ..pricing import nanos_to_usd
@@ -273,26 +274,21 @@ def _upstream_error(
     return error_result(state, message, structured)
 
 
-def _extract_provider(state: AppState, provider: str | None, model: str | None) -> ProviderId:
-    """The provider named, or the one of the model's alias (of its first target, for a failover alias), or the
-    server's default."""
+def _extract_targets(state: AppState, provider: str | None, model: str | None) -> tuple[ModelRef, ...]:
+    """The models to ask, in failover order: the provider named (or the model's alias's, or the server's default)
+    with `model`, or, with no provider named, a failover alias's models."""
     if provider is not None:
-        named = provider_named(provider, state)
-        if named is None:
+        provider_id = provider_named(provider, state)
+        if provider_id is None:
             raise CallRefused(
                 "invalid_provider", f"`provider`: unknown provider `{provider}` (providers: {', '.join(state.slots)})."
             )
-        return named
-    refs = resolve_alias(state.settings.model_aliases, model) if model else None
-    return refs[0].provider if refs else state.settings.extract_provider
-
-
-def _targets(call: ModelCall, provider: str | None, provider_id: ProviderId, model: str | None) -> tuple[ModelRef, ...]:
-    """The models to ask, in failover order: a failover alias's (when no provider is named), else one."""
-    refs = resolve_alias(call.settings.model_aliases, model) if model and provider is None else None
-    if refs is not None and len(refs) > 1:
-        return refs
-    return (ModelRef(provider_id, call.model(provider_id, model)),)
+    else:
+        refs = resolve_alias(state.settings.model_aliases, model) if model else None
+        if refs is not None and len(refs) > 1:
+            return refs
+        provider_id = refs[0].provider if refs else state.settings.extract_provider
+    return (ModelRef(provider_id, model_of(state, provider_id, model)),)
 
 
 async def _first_extraction(
@@ -346,7 +342,7 @@ async def extract_json(
     state = app_state(ctx)
     settings = state.settings
     try:
-        provider_id = _extract_provider(state, provider, model)
+        refs = _extract_targets(state, provider, model)
         async with model_call(
             ctx,
             tool="extract_json",
@@ -362,7 +358,6 @@ async def extract_json(
                     )
                 except SchemaProblem as exc:
                     raise CallRefused("invalid_schema", str(exc)) from None
-            refs = _targets(call, provider, provider_id, model)
             schema_json = json.dumps(checked.provider_schema, ensure_ascii=False)
             call.check_prompt_size(
                 len(text) + len(instructions or "") + len(schema_json), "The text, instructions and schema together"
