@@ -15,13 +15,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
 from mcp_llm_server.server import build_server
-from mcp_llm_server.settings import load_settings
+from mcp_llm_server.settings import Settings, load_settings
 
 
 async def _per_call_ms(standin: StandIn, detach_after_s: float, calls: int, db: Path) -> float:
@@ -32,12 +33,18 @@ async def _per_call_ms(standin: StandIn, detach_after_s: float, calls: int, db: 
         database_url=f"sqlite+aiosqlite:///{db}",
         detach_after_s=detach_after_s,
     )
+    return await sequential_ms(settings, "ask_openai", {"prompt": "hi"}, calls)
+
+
+async def sequential_ms(settings: Settings, tool: str, arguments: dict[str, Any], calls: int) -> float:
+    """Milliseconds per call of `calls` sequential calls to a fresh server in memory, after one call to warm up
+    (SDK imports, the database, the stand-in's connection)."""
     async with Client(build_server(settings)) as client:
-        await client.call_tool("ask_openai", {"prompt": "warm up"})
+        await client.call_tool(tool, arguments)
         started = time.perf_counter()
         for _ in range(calls):
-            result = await client.call_tool("ask_openai", {"prompt": "hi"})
-            assert not result.is_error
+            result = await client.call_tool(tool, arguments)
+            assert not result.is_error, result
         return (time.perf_counter() - started) * 1000 / calls
 
 

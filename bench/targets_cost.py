@@ -19,16 +19,15 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client
 
 from mcp_llm_server._standin import Reply, StandIn
-from mcp_llm_server.server import build_server
 from mcp_llm_server.settings import load_settings
+
+from .detach_overhead import sequential_ms
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ask_openai": ("ask_openai", {"prompt": "hi"}),
@@ -55,13 +54,7 @@ async def _per_call_ms(standin: StandIn, tool: str, arguments: dict[str, Any], c
         providers=json.dumps(providers),
         model_aliases="spare=keyless:m|openai:gpt-standin",
     )
-    async with Client(build_server(settings)) as client:
-        await client.call_tool(tool, arguments)  # warm up: SDK imports, the database, the stand-in's connection
-        started = time.perf_counter()
-        for _ in range(calls):
-            result = await client.call_tool(tool, arguments)
-            assert not result.is_error, result
-        return (time.perf_counter() - started) * 1000 / calls
+    return await sequential_ms(settings, tool, arguments, calls)
 
 
 async def main(calls: int, rounds: int) -> None:
