@@ -57,9 +57,6 @@ _ALLOW_HOW = (
 _SECRET_HOW = "If it is meant to be sent, the server's operator can set MCP_LLM_ALLOW_SECRET_FILES=1."
 _ACCEPTED = "only text files, PNG, JPEG, GIF and WebP images and PDF documents are sent"
 _HEAD = 12  # bytes enough to tell every accepted kind apart
-IMAGE_BYTES = 3_932_160  # 3.75 MiB: its base64, which Anthropic measures, is its 5 MiB per-image cap
-DOCUMENT_BYTES = 20 * 1024 * 1024
-MEDIA_TOTAL_BYTES = 20 * 1024 * 1024  # base64 27 MiB: with the text and history, under Anthropic's 32 MB request
 
 T = TypeVar("T")
 
@@ -73,9 +70,9 @@ class FileLimits:
     roots: tuple[Path, ...]  # MCP_LLM_FILE_ROOTS; empty: only the roots the client offers
     max_file_bytes: int  # one text file
     max_total_bytes: int  # the text files of a call together
-    max_image_bytes: int = IMAGE_BYTES
-    max_document_bytes: int = DOCUMENT_BYTES
-    max_media_total_bytes: int = MEDIA_TOTAL_BYTES  # the images and PDFs of a call together
+    max_image_bytes: int
+    max_document_bytes: int
+    max_media_total_bytes: int  # the images and PDFs of a call together
     allow_secrets: bool = False
     own_secrets: tuple[str, ...] = field(default=(), repr=False)  # the server's keys: never sent, whatever is allowed
 

@@ -125,8 +125,10 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=512 * 1024, ge=1, le=100_000_000)
     max_files_total_bytes: int = Field(default=1024 * 1024, ge=1, le=1_000_000_000)
     # Images and PDFs (`files.py`): caps of their own, and a total apart from the text files'.
+    # 3.75 MiB: its base64, which Anthropic measures, is Anthropic's 5 MiB per-image cap.
     max_image_bytes: int = Field(default=3_932_160, ge=1, le=1_000_000_000)
     max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=1_000_000_000)
+    # Base64 27 MiB: with the text and history, under Anthropic's 32 MB request.
     max_media_total_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=10_000_000_000)
 
     log_level: LogLevel = "WARNING"

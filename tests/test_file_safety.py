@@ -195,7 +195,14 @@ async def test_fifo_in_root_refused(make_settings: SettingsFactory, standin: Sta
 async def test_read_stops_at_the_deadline(root: Path) -> None:
     """The caller's deadline (anyio clock) bounds the read; a refusal says so."""
     (root / "a.txt").write_text(INSIDE)
-    limits = FileLimits(roots=(root,), max_file_bytes=1000, max_total_bytes=1000)
+    limits = FileLimits(
+        roots=(root,),
+        max_file_bytes=1000,
+        max_total_bytes=1000,
+        max_image_bytes=1000,
+        max_document_bytes=1000,
+        max_media_total_bytes=1000,
+    )
     with pytest.raises(FileRefused, match="time limit"):
         await read_files(["a.txt"], limits, deadline=anyio.current_time() - 1)
     assert (await read_files(["a.txt"], limits, deadline=anyio.current_time() + 30))[0].text == INSIDE

@@ -278,6 +278,13 @@ async def test_upstream_refusing_images(make_settings: SettingsFactory, standin:
 async def test_head_over_a_tiny_cap_refused_cleanly() -> None:
     """A file that reports 0 bytes yet reads more (as /proc files do, or one growing after it was measured) is
     refused as grown over the cap, even when the first bytes read to tell its kind are already over it."""
-    limits = FileLimits(roots=(Path("/proc/self"),), max_file_bytes=5, max_total_bytes=5)
+    limits = FileLimits(
+        roots=(Path("/proc/self"),),
+        max_file_bytes=5,
+        max_total_bytes=5,
+        max_image_bytes=5,
+        max_document_bytes=5,
+        max_media_total_bytes=5,
+    )
     with pytest.raises(FileRefused, match="grew over 5 bytes"):
         await read_files(["status"], limits, deadline=anyio.current_time() + 30)
